@@ -1,0 +1,1 @@
+"""Byzantine behaviour: attacks that lie to honest peers, kept apart from the honest code."""

@@ -1,0 +1,262 @@
+"""Byzantine attacks: what the f colluding Byzantine peers send in one round.
+
+The adversary is the paper's strongest: omniscient and rushing (it sees every honest
+vector of the round before choosing its own), colluding (one `Attack` object decides for
+all Byzantine peers), and free to send different vectors to different honest peers or
+nothing at all.  An attack returns, per Byzantine sender, a map receiver -> vector (a
+missing receiver or None means silence towards it).
+
+Which exchange each attack acts on (`phases`, overridable with the `phases` parameter):
+  random_action   both; it lies only in how it samples: uniform actions, honest protocol
+  large_noise     gradient (default) or both; i.i.d. U[-scale, scale] entries
+  avg_zero        gradient; -(sum of honest vectors)/f, so the plain mean is ~0
+  sign_flip       both; -scale * honest mean
+  alie            both; mean - z * std per coordinate ("a little is enough")
+  ipm             both; -epsilon * honest mean (inner-product manipulation)
+  mimic           both; copies one honest peer's vector (over-weights it)
+  equivocation    both; mean +/- spread * direction to two halves of the honest peers
+  mda_fooling     agreement; a vector just inside the honest ball in a fixed direction
+  silence         both; sends nothing
+In the phases an attack does not act on, Byzantine peers send the honest mean, so they are
+indistinguishable from honest peers there.  random_action is the exception: its peers
+run the honest state machine (`needs_shadow`) and send what it computes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from peer.exchange import Phase, RoundKey
+
+Messages = dict[int, dict[int, np.ndarray | None]]  # byzantine id -> receiver -> vector
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """What the omniscient adversary knows when it chooses its messages for one round."""
+
+    key: RoundKey
+    honest: Mapping[int, np.ndarray]  # honest sender -> vector (this round)
+    receivers: Sequence[int]  # honest peers that listen
+    byzantine_ids: Sequence[int]
+    own: Mapping[int, np.ndarray]  # shadow vectors of protocol-following Byzantines
+    rng: np.random.Generator
+
+
+class Attack:
+    """Base class: parameter checking, phase selection and the blend-in default."""
+
+    name = "abstract"
+    default_phases: tuple[str, ...] = ("gradient", "agreement")
+    params_spec: dict[str, type] = {}
+    needs_shadow = False
+
+    def __init__(self, **params: Any) -> None:
+        spec = {**self.params_spec, "phases": list}
+        for key, value in params.items():
+            if key not in spec:
+                valid = ", ".join(sorted(spec)) or "none"
+                raise ValueError(f"attack.params: unknown parameter {key!r} for {self.name} (valid: {valid})")
+            if spec[key] is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, spec[key]) or isinstance(value, bool) != (spec[key] is bool):
+                raise ValueError(f"attack.params.{key} must be {spec[key].__name__} (got {value!r})")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"attack.params.{key} must be finite (got {value!r})")
+            setattr(self, key, value)
+        phases = tuple(params.get("phases", self.default_phases))
+        if not phases or not set(phases) <= {"gradient", "agreement"}:
+            raise ValueError(f"attack.params.phases must list 'gradient' and/or 'agreement' (got {phases!r})")
+        self.phases = phases
+
+    def acts_on(self, key: RoundKey) -> bool:
+        phase = "gradient" if key.phase == Phase.GRADIENT else "agreement"
+        return phase in self.phases
+
+    def messages(self, view: RoundView) -> Messages:
+        if not view.honest:
+            return {b: {} for b in view.byzantine_ids}
+        if not self.acts_on(view.key):
+            return self.blend_in(view)
+        return self.craft(view)
+
+    def blend_in(self, view: RoundView) -> Messages:
+        mean = _stack(view.honest).mean(0).astype(np.float32)
+        return _same_to_all(view, {b: mean for b in view.byzantine_ids})
+
+    def craft(self, view: RoundView) -> Messages:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _stack(vectors: Mapping[int, np.ndarray]) -> np.ndarray:
+    return np.stack([np.asarray(vectors[k], dtype=np.float64) for k in sorted(vectors)])
+
+
+def _same_to_all(view: RoundView, per_sender: Mapping[int, np.ndarray | None]) -> Messages:
+    return {b: {r: per_sender[b] for r in view.receivers} for b in view.byzantine_ids}
+
+
+class RandomAction(Attack):
+    """Fan et al.'s attack: act uniformly at random, otherwise follow the protocol."""
+
+    name = "random_action"
+    needs_shadow = True
+
+    def messages(self, view: RoundView) -> Messages:
+        return _same_to_all(view, {b: view.own.get(b) for b in view.byzantine_ids})
+
+
+class LargeNoise(Attack):
+    name = "large_noise"
+    default_phases = ("gradient",)
+    params_spec = {"scale": float}
+    scale = 1000.0
+
+    def craft(self, view: RoundView) -> Messages:
+        dim = len(next(iter(view.honest.values())))
+        return _same_to_all(view, {
+            b: view.rng.uniform(-self.scale, self.scale, dim).astype(np.float32) for b in view.byzantine_ids
+        })
+
+
+class AvgZero(Attack):
+    """Each Byzantine sends -(sum of honest)/f: the mean of all K vectors becomes 0."""
+
+    name = "avg_zero"
+    default_phases = ("gradient",)
+
+    def craft(self, view: RoundView) -> Messages:
+        f = len(view.byzantine_ids)
+        vec = (-_stack(view.honest).sum(0) / f).astype(np.float32)
+        return _same_to_all(view, {b: vec for b in view.byzantine_ids})
+
+
+class SignFlip(Attack):
+    name = "sign_flip"
+    params_spec = {"scale": float}
+    scale = 1.0
+
+    def craft(self, view: RoundView) -> Messages:
+        vec = (-self.scale * _stack(view.honest).mean(0)).astype(np.float32)
+        return _same_to_all(view, {b: vec for b in view.byzantine_ids})
+
+
+class ALIE(Attack):
+    """Baruch et al. 2019: shift every coordinate by z standard deviations, staying in-distribution."""
+
+    name = "alie"
+    params_spec = {"z": float}
+    z: float | None = None
+
+    def craft(self, view: RoundView) -> Messages:
+        honest = _stack(view.honest)
+        z = self.z
+        if z is None:  # the paper's z_max for n peers and f Byzantines
+            n, f = len(view.receivers) + len(view.byzantine_ids), len(view.byzantine_ids)
+            s = math.floor(n / 2 + 1) - f
+            z = NormalDist().inv_cdf(min(max((n - s) / n, 0.5), 0.999))
+        vec = (honest.mean(0) - z * honest.std(0)).astype(np.float32)
+        return _same_to_all(view, {b: vec for b in view.byzantine_ids})
+
+
+class IPM(Attack):
+    """Xie et al. 2020: -epsilon times the honest mean, to make the inner product negative."""
+
+    name = "ipm"
+    params_spec = {"epsilon": float}
+    epsilon = 0.1
+
+    def craft(self, view: RoundView) -> Messages:
+        vec = (-self.epsilon * _stack(view.honest).mean(0)).astype(np.float32)
+        return _same_to_all(view, {b: vec for b in view.byzantine_ids})
+
+
+class Mimic(Attack):
+    """Karimireddy et al. 2022: all Byzantines repeat one honest peer, over-weighting it."""
+
+    name = "mimic"
+    params_spec = {"target": int}
+    target: int | None = None
+
+    def craft(self, view: RoundView) -> Messages:
+        target = self.target if self.target in view.honest else min(view.honest)
+        vec = np.asarray(view.honest[target], dtype=np.float32)
+        return _same_to_all(view, {b: vec for b in view.byzantine_ids})
+
+
+def _unit_direction(dim: int, seed: int) -> np.ndarray:
+    direction = np.random.default_rng(seed).standard_normal(dim)
+    return direction / np.linalg.norm(direction)
+
+
+def _honest_diameter(honest: np.ndarray) -> float:
+    if len(honest) < 2:
+        return 0.0
+    diffs = honest[:, None, :] - honest[None, :, :]
+    return float(np.sqrt((diffs ** 2).sum(-1)).max())
+
+
+class Equivocation(Attack):
+    """Send mean + s*u to one half of the honest peers and mean - s*u to the other half.
+
+    The aim is to pull honest peers apart; s is `spread` times the honest diameter (or
+    times the mean norm when the honest vectors coincide).
+    """
+
+    name = "equivocation"
+    params_spec = {"spread": float, "seed": int}
+    spread = 1.0
+    seed = 1
+
+    def craft(self, view: RoundView) -> Messages:
+        honest = _stack(view.honest)
+        mean = honest.mean(0)
+        size = _honest_diameter(honest) or float(np.linalg.norm(mean)) * 0.1 or 1.0
+        shift = self.spread * size * _unit_direction(honest.shape[1], self.seed)
+        receivers = sorted(view.receivers)
+        half = set(receivers[: len(receivers) // 2])
+        up, down = (mean + shift).astype(np.float32), (mean - shift).astype(np.float32)
+        return {b: {r: (up if r in half else down) for r in receivers} for b in view.byzantine_ids}
+
+
+class MDAFooling(Attack):
+    """Sit just inside the honest ball in one fixed direction, so MDA keeps the Byzantines
+    in its minimum-diameter set and the average drifts that way round after round."""
+
+    name = "mda_fooling"
+    default_phases = ("agreement",)
+    params_spec = {"fraction": float, "seed": int}
+    fraction = 0.95
+    seed = 2
+
+    def craft(self, view: RoundView) -> Messages:
+        honest = _stack(view.honest)
+        centre = honest.mean(0)
+        radius = _honest_diameter(honest)
+        vec = (centre + self.fraction * radius * _unit_direction(honest.shape[1], self.seed)).astype(np.float32)
+        return _same_to_all(view, {b: vec for b in view.byzantine_ids})
+
+
+class Silence(Attack):
+    name = "silence"
+
+    def craft(self, view: RoundView) -> Messages:
+        return {b: {} for b in view.byzantine_ids}
+
+
+ATTACKS: dict[str, type[Attack]] = {
+    cls.name: cls
+    for cls in (RandomAction, LargeNoise, AvgZero, SignFlip, ALIE, IPM, Mimic, Equivocation, MDAFooling, Silence)
+}
+ATTACK_NAMES = ("none", *ATTACKS)
+
+
+def make_attack(name: str, params: Mapping[str, Any] | None = None) -> Attack:
+    if name not in ATTACKS:
+        raise ValueError(f"attack.name must be one of {', '.join(ATTACKS)} (got {name!r})")
+    return ATTACKS[name](**dict(params or {}))

@@ -1,0 +1,64 @@
+"""The f Byzantine peers of an in-process run, acting as one colluding adversary.
+
+Each round the driver shows the coalition every honest vector (a rushing, omniscient
+adversary) and delivers whatever the coalition's attack returns.  For attacks that follow
+the protocol with corrupted data (RandomAction), each Byzantine peer runs the honest state
+machine with a corrupted behaviour policy (its "shadow"), advanced in lockstep with the
+honest peers.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from adversary.attacks import Attack, Messages, RoundView, make_attack
+from peer import randomness
+from peer.config import RunConfig
+from peer.exchange import Broadcast, RoundKey
+from peer.sampling import uniform_random_actions
+from peer.state_machine import PeerStateMachine
+
+
+class Coalition:
+    def __init__(self, cfg: RunConfig, key: bytes, attack: Attack | None = None) -> None:
+        self.cfg = cfg
+        self.key = key
+        self.ids = cfg.byzantine_ids
+        self.attack = attack or make_attack(cfg.attack.name, cfg.attack.params)
+        self.shadows: dict[int, PeerStateMachine] = {}
+        if self.attack.needs_shadow:
+            for b in self.ids:
+                machine = PeerStateMachine(cfg, b, key)
+                machine.behaviour = uniform_random_actions(machine.sampler.action_space)
+                self.shadows[b] = machine
+        self._programs: dict = {}
+        self._pending: dict[int, Broadcast] = {}
+
+    def begin_iteration(self) -> None:
+        self._programs = {b: m.iteration() for b, m in self.shadows.items()}
+        self._pending = {b: next(p) for b, p in self._programs.items()}
+
+    def round(self, key: RoundKey, honest: Mapping[int, np.ndarray], receivers: Sequence[int]) -> Messages:
+        """Messages for one round; advances the shadows past it."""
+        own = {}
+        for b, out in self._pending.items():
+            if out.key != key:
+                raise RuntimeError(f"Byzantine shadow {b} is at {out.key}, the honest peers at {key}")
+            if out.vector is not None:
+                own[b] = out.vector
+        rng = randomness.stream(self.key, "attack", key.iteration, int(key.phase), key.round)
+        view = RoundView(key, honest, receivers, self.ids, own, rng)
+        messages = self.attack.messages(view) if self.ids else {}
+        for b, program in list(self._programs.items()):
+            received = {**honest, **{o: v for o, v in own.items() if o != b}}
+            try:
+                self._pending[b] = program.send(received)
+            except StopIteration:
+                del self._programs[b], self._pending[b]
+        return messages
+
+    def end_iteration(self) -> None:
+        if self._programs:
+            raise RuntimeError("Byzantine shadows did not finish with the honest peers")

@@ -1,0 +1,1 @@
+"""DecByzPG honest peer: the pure learning core (no networking) and, later, its daemon."""

@@ -1,0 +1,47 @@
+"""The only way a peer's learning core reaches other peers.
+
+The state machine is sans-IO (in the manner of h11): at each communication point it
+*yields* a `Broadcast` naming the round and the vector to send, and is resumed with the
+vectors received from the other peers for that round, keyed by sender id.  Whoever drives
+it decides how messages travel: `peer.inprocess` hands them over in memory, the daemon
+sends them as signed gRPC messages.  The learning code is identical in both.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Generator, Mapping
+
+import numpy as np
+
+
+class Phase(enum.IntEnum):
+    """What a round carries; the numbers are the wire values."""
+
+    GRADIENT = 1  # batch gradient estimates, aggregated robustly (x_t = 1 only)
+    AGREEMENT = 2  # parameter vectors, averaged by the agreement rule (R rounds)
+    MODEL = 3  # ByzPG only: the trusted server's parameters
+
+
+@dataclass(frozen=True, order=True)
+class RoundKey:
+    """Identifies one all-to-all round: (iteration t, phase, agreement round r)."""
+
+    iteration: int
+    phase: Phase
+    round: int = 0
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """Send `vector` (float32) to every peer for `key`; None means listen only."""
+
+    key: RoundKey
+    vector: np.ndarray | None
+
+
+Received = Mapping[int, np.ndarray]
+"""Vectors from the *other* peers for one round, by sender id (own vector excluded)."""
+
+PeerProgram = Generator[Broadcast, Received, "object"]

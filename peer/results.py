@@ -1,0 +1,137 @@
+"""A run's results directory: resolved config, per-iteration CSV, summary, plot.
+
+Every file is replaced atomically (write a temporary file, fsync, rename), so a reader,
+a crash or Ctrl-C never sees a half-written result: at worst the last iteration is
+missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import tomli_w
+
+from peer.config import RunConfig
+from peer.inprocess import IterationRow
+
+WINDOW = 10  # iterations in the moving mean used for the summary thresholds
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clean(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+
+
+def moving_mean(values: Sequence[float], window: int = WINDOW) -> list[float]:
+    out = []
+    for i in range(len(values)):
+        chunk = [v for v in values[max(0, i - window + 1): i + 1] if math.isfinite(v)]
+        out.append(sum(chunk) / len(chunk) if chunk else math.nan)
+    return out
+
+
+def first_reaching(rows: Sequence[IterationRow], threshold: float) -> int | None:
+    """Trajectories per agent when the WINDOW-iteration mean honest return first reaches threshold."""
+    smoothed = moving_mean([r.honest_mean_return for r in rows])
+    for row, value in zip(rows, smoothed):
+        if math.isfinite(value) and value >= threshold:
+            return row.trajectories_per_agent
+    return None
+
+
+def summarize(cfg: RunConfig, rows: Sequence[IterationRow], wall_seconds: float,
+              target: float | None, interrupted: bool = False) -> dict[str, Any]:
+    returns = [r.honest_mean_return for r in rows if math.isfinite(r.honest_mean_return)]
+    last = returns[-WINDOW:]
+    final_traj = rows[-1].trajectories_per_agent if rows else 0
+    tail = [r.honest_mean_return for r in rows
+            if r.trajectories_per_agent > final_traj - 1000 and math.isfinite(r.honest_mean_return)]
+    compute = sum(r.compute_seconds for r in rows)
+    return {
+        "env": cfg.env,
+        "algorithm": cfg.algorithm,
+        "num_peers": cfg.num_peers,
+        "num_byzantine": cfg.num_byzantine,
+        "attack": cfg.attack.name if cfg.num_byzantine else "none",
+        "seed": cfg.seed,
+        "iterations": len(rows),
+        "trajectories_per_agent": final_traj,
+        "final_honest_return": _clean(sum(last) / len(last)) if last else None,
+        "last_1000_honest_return": _clean(sum(tail) / len(tail)) if tail else None,
+        "best_honest_return": max(returns) if returns else None,
+        "trajectories_to_475": first_reaching(rows, 475.0),
+        "target_return": target,
+        "trajectories_to_target": first_reaching(rows, target) if target is not None else None,
+        "final_honest_diameter": rows[-1].honest_diameter if rows else None,
+        "env_steps": rows[-1].env_steps if rows else 0,
+        "wall_seconds": wall_seconds,
+        "compute_seconds": compute,
+        "interrupted": interrupted,
+    }
+
+
+class ResultsWriter:
+    """Owns one run directory and rewrites its files as the run advances."""
+
+    def __init__(self, directory: Path, cfg: RunConfig) -> None:
+        self.dir = Path(directory)
+        self.cfg = cfg
+        self.rows: list[IterationRow] = []
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.dir / "config.toml", tomli_w.dumps(_toml_safe(cfg.to_dict())))
+
+    @property
+    def columns(self) -> list[str]:
+        return (["iteration", "trajectories_per_agent", "honest_mean_return"]
+                + [f"return_{k}" for k in range(self.cfg.num_peers)]
+                + ["honest_diameter", "agreement_kept_own", "x_t", "env_steps", "seconds"])
+
+    def add(self, row: IterationRow) -> None:
+        self.rows.append(row)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(self.columns)
+        for r in self.rows:
+            writer.writerow(
+                [r.iteration, r.trajectories_per_agent, f"{r.honest_mean_return:.4f}"]
+                + [f"{r.peer_returns[k]:.4f}" if k in r.peer_returns else "" for k in range(self.cfg.num_peers)]
+                + [f"{r.honest_diameter:.6g}", r.agreement_kept_own, r.x_t, r.env_steps, f"{r.seconds:.3f}"]
+            )
+        atomic_write(self.dir / "metrics.csv", buffer.getvalue())
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def _toml_safe(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _toml_safe(v) for k, v in data.items() if v is not None}
+    if isinstance(data, (list, tuple)):
+        return [_toml_safe(v) for v in data]
+    return data
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    with Path(path).open(newline="") as handle:
+        return list(csv.DictReader(handle))
