@@ -26,9 +26,9 @@ class Coalition:
         self.cfg = cfg
         self.key = key
         self.ids = cfg.byzantine_ids
-        self.attack = attack or make_attack(cfg.attack.name, cfg.attack.params)
+        self.attack = attack or (make_attack(cfg.attack.name, cfg.attack.params) if self.ids else None)
         self.shadows: dict[int, PeerStateMachine] = {}
-        if self.attack.needs_shadow:
+        if self.attack is not None and self.attack.needs_shadow:
             for b in self.ids:
                 machine = PeerStateMachine(cfg, b, key)
                 machine.behaviour = uniform_random_actions(machine.sampler.action_space)
@@ -37,8 +37,14 @@ class Coalition:
         self._pending: dict[int, Broadcast] = {}
 
     def begin_iteration(self) -> None:
-        self._programs = {b: m.iteration() for b, m in self.shadows.items()}
-        self._pending = {b: next(p) for b, p in self._programs.items()}
+        self._programs, self._pending = {}, {}
+        for b, machine in self.shadows.items():
+            program = machine.iteration()
+            try:
+                self._pending[b] = next(program)
+                self._programs[b] = program
+            except StopIteration:
+                pass
 
     def round(self, key: RoundKey, honest: Mapping[int, np.ndarray], receivers: Sequence[int]) -> Messages:
         """Messages for one round; advances the shadows past it."""
@@ -50,7 +56,7 @@ class Coalition:
                 own[b] = out.vector
         rng = randomness.stream(self.key, "attack", key.iteration, int(key.phase), key.round)
         view = RoundView(key, honest, receivers, self.ids, own, rng)
-        messages = self.attack.messages(view) if self.ids else {}
+        messages = self.attack.messages(view) if self.attack is not None else {}
         for b, program in list(self._programs.items()):
             received = {**honest, **{o: v for o, v in own.items() if o != b}}
             try:

@@ -58,6 +58,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# The baselines differ from DecByzPG only in these rules (a run file may still override them).
+ALGORITHM_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "decbyzpg": {},
+    "dec-page-pg": {"aggregation": {"rule": "mean"}, "agreement": {"rule": "none", "rounds": 0}},
+    "page-pg": {"aggregation": {"rule": "mean"}, "agreement": {"rule": "none", "rounds": 0}},
+    "byzpg": {"agreement": {"rule": "none", "rounds": 0}},
+}
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     hidden: tuple[int, ...] = (16, 16)
@@ -237,7 +246,10 @@ def build_config(data: Mapping[str, Any]) -> RunConfig:
             raise _fail(section, "a table", data[section])
     env = _choice("env", data.get("env", RunConfig.env), tuple(ENV_PRESETS))
     preset = _choice("preset", data.get("preset", RunConfig.preset), tuple(PRESETS))
-    merged = _deep_merge(_deep_merge(ENV_PRESETS[env], PRESETS[preset]), data)
+    algorithm = _choice("algorithm", data.get("algorithm", RunConfig.algorithm), ALGORITHMS)
+    merged = ENV_PRESETS[env]
+    for layer in (PRESETS[preset], ALGORITHM_PRESETS[algorithm], data):
+        merged = _deep_merge(merged, layer)
 
     def section(name: str, cls: type) -> dict[str, Any]:
         raw = dict(merged.get(name, {}))
@@ -294,7 +306,6 @@ def build_config(data: Mapping[str, Any]) -> RunConfig:
     attack = AttackConfig(name=_choice("attack.name", t.get("name", "none"), tuple(ATTACK_NAMES)),
                           params=dict(params))
 
-    algorithm = _choice("algorithm", merged.get("algorithm", RunConfig.algorithm), ALGORITHMS)
     num_peers = _int("num_peers", merged.get("num_peers", RunConfig.num_peers), 1)
     num_byzantine = _int("num_byzantine", merged.get("num_byzantine", RunConfig.num_byzantine), 0)
     if algorithm == "page-pg" and num_peers != 1:

@@ -17,6 +17,7 @@ import numpy as np
 
 from adversary.coalition import Coalition
 from peer.config import RunConfig
+from peer.exchange import Broadcast
 from peer.state_machine import IterationReport, PeerStateMachine
 
 
@@ -66,9 +67,14 @@ class InProcessRun:
     def step(self) -> list[IterationReport]:
         """One iteration at every peer: run the programs round by round until all return."""
         programs = {k: peer.iteration() for k, peer in self.peers.items()}
-        pending = {k: next(program) for k, program in programs.items()}
-        self.coalition.begin_iteration()
+        pending: dict[int, Broadcast] = {}
         reports: dict[int, IterationReport] = {}
+        for k, program in programs.items():
+            try:
+                pending[k] = next(program)
+            except StopIteration as done:  # an iteration with no communication at all
+                reports[k] = done.value
+        self.coalition.begin_iteration()
         while pending:
             keys = {out.key for out in pending.values()}
             if len(keys) != 1:

@@ -1,0 +1,227 @@
+"""`decbyzpg` command line: run, sweep, bench, report.
+
+Every configuration error is reported as one line naming the field, with exit status 2;
+tracebacks are reserved for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from peer.config import ConfigError, apply_override, build_config, load_toml, parse_override
+
+DEFAULT_RESULTS = Path("results")
+
+
+def _seeds(text: str) -> list[int]:
+    """'0-4' or '0,2,7' -> list of seeds."""
+    try:
+        seeds: list[int] = []
+        for part in text.split(","):
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                seeds += list(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must look like 0-4 or 0,2,7 (got {text!r})") from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be non-negative integers (got {text!r})")
+    return seeds
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers (got {text!r})") from None
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="run file (TOML); flags below override it")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any field, e.g. --set estimator.switch_prob=0.3 (repeatable)")
+    p.add_argument("--env", help="gymnasium id: CartPole-v1, LunarLander-v3, Pendulum-v1, LunarLanderContinuous-v3")
+    p.add_argument("--algorithm", help="decbyzpg, dec-page-pg, byzpg or page-pg")
+    p.add_argument("--preset", help="tuned (default) or paper (the paper's estimator settings)")
+    p.add_argument("--trajectories", type=int, metavar="N", help="budget: trajectories per agent")
+    p.add_argument("--allow-beyond-tolerance", action="store_true",
+                   help="run even if there are more Byzantines than the algorithm tolerates")
+
+
+def _config_data(args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = load_toml(args.config) if args.config else {}
+    flags = {"env": args.env, "algorithm": args.algorithm, "preset": args.preset,
+             "trajectories_per_agent": args.trajectories, **extra}
+    for key, value in flags.items():
+        if value is not None:
+            data = apply_override(data, key.split("."), value)
+    if args.allow_beyond_tolerance:
+        data["allow_beyond_tolerance"] = True
+    for text in args.set:
+        path, value = parse_override(text)
+        data = apply_override(data, path, value)
+    return data
+
+
+# ---------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+    from tqdm import tqdm
+
+    from peer.experiment import describe, run_experiment
+
+    extra: dict[str, Any] = {"num_peers": args.peers, "num_byzantine": args.byzantine, "seed": args.seed}
+    if args.attack is not None:
+        extra["attack.name"] = args.attack
+    data = _config_data(args, extra)
+    if not args.config and args.attack is None and data.get("num_byzantine", 3) > 0:
+        data = apply_override(data, ["attack", "name"], data.get("attack", {}).get("name", "avg_zero"))
+    cfg = build_config(data)
+    out = Path(args.out) if args.out else DEFAULT_RESULTS / (
+        _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{cfg.algorithm}-K{cfg.num_peers}")
+    console = Console(stderr=True)
+    console.print(f"[bold]{describe(cfg)}[/bold] -> {out}")
+    bar = tqdm(total=cfg.trajectories_per_agent, unit="traj", desc="trajectories/agent", disable=args.quiet,
+               dynamic_ncols=True)
+
+    def progress(row: Any) -> None:
+        bar.update(row.trajectories_per_agent - bar.n)
+        bar.set_postfix(it=row.iteration, ret=f"{row.honest_mean_return:.1f}", diam=f"{row.honest_diameter:.2g}")
+
+    try:
+        summary = run_experiment(cfg, out, progress=progress)
+    except KeyboardInterrupt:
+        bar.close()
+        console.print(f"interrupted; partial results are in {out}")
+        return 130
+    bar.close()
+    table = Table(title="summary", show_header=False)
+    for key in ("trajectories_per_agent", "final_honest_return", "last_1000_honest_return", "trajectories_to_475",
+                "trajectories_to_target", "env_steps", "wall_seconds"):
+        value = summary[key]
+        table.add_row(key, "never" if value is None else (f"{value:.1f}" if isinstance(value, float) else str(value)))
+    Console().print(table)
+    console.print(f"results: {out}/ (config.toml, metrics.csv, summary.json, returns.png)")
+    return 0
+
+
+# ---------------------------------------------------------------- sweep
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from peer import sweep
+
+    base = _config_data(args, {})
+    budget = base.pop("trajectories_per_agent", None)
+    if args.suite:
+        jobs, title = sweep.suite(args.suite, args.seeds, budget, base)
+        name = args.suite
+    else:
+        if not args.algorithms:
+            raise ConfigError("sweep needs --suite or --algorithms (with --peers, --byzantine, --attacks)")
+        jobs = sweep.grid(args.algorithms, args.peers, args.byzantine, args.attacks or ["avg_zero"], args.seeds,
+                          base, budget, args.allow_beyond_tolerance)
+        title, name = "Sweep", "sweep"
+    out = Path(args.out) if args.out else DEFAULT_RESULTS / f"sweep-{name}"
+    results = sweep.run_jobs(jobs, out, args.jobs)
+    threshold = None if args.suite == "lunar" else 475.0
+    rows = sweep.write_outputs(results, out, name, title, threshold)
+    print(sweep.markdown_table(rows))
+    print(f"figure: {out / (name + '.png')}  table: {out / 'table.md'}")
+    return 0
+
+
+# ---------------------------------------------------------------- bench / report
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from peer.bench import run_benchmarks
+
+    run_benchmarks(args.trajectories, quick=args.quick, mda=not args.no_mda)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from peer.report import write_report
+
+    write_report([Path(p) for p in args.sweeps], Path(args.out), args.bench)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="decbyzpg", description=__doc__.splitlines()[0] + " DecByzPG: "
+                                     "decentralized Byzantine fault-tolerant federated policy gradient.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="one in-process configuration (default: 13 peers, 3 AvgZero, CartPole)",
+                         description="Run K peers in one process and write a results directory.")
+    _add_config_flags(run)
+    run.add_argument("--peers", type=int, help="K, number of peers (default 13)")
+    run.add_argument("--byzantine", type=int, help="f, number of Byzantine peers (default 3)")
+    run.add_argument("--attack", help="attack of the Byzantine peers (default avg_zero)")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--out", help="results directory (default results/<time>-<algorithm>-K<K>)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+
+    sw = sub.add_parser("sweep", help="a grid of runs in parallel, with figures and a table",
+                        description="Run a named suite (the paper's figures) or a grid, then plot mean +/- std "
+                                    "over seeds. Finished runs are reused, so an interrupted sweep resumes.")
+    _add_config_flags(sw)
+    sw.add_argument("--suite", choices=("speedup", "attacks", "lunar"), help="the paper's figure to reproduce")
+    sw.add_argument("--algorithms", type=_csv, help="grid: e.g. decbyzpg,dec-page-pg")
+    sw.add_argument("--peers", type=_ints, default=[13], help="grid: K values, e.g. 5,13")
+    sw.add_argument("--byzantine", type=_ints, default=[0], help="grid: f values, e.g. 0,3")
+    sw.add_argument("--attacks", type=_csv, help="grid: attacks for f > 0, e.g. avg_zero,alie")
+    sw.add_argument("--seeds", type=_seeds, default=_seeds("0-4"), help="e.g. 0-4 (default) or 0,3,9")
+    sw.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: cores)")
+    sw.add_argument("--out", help="sweep directory (default results/sweep-<suite>)")
+    sw.set_defaults(func=cmd_sweep)
+
+    bench = sub.add_parser("bench", help="speed benchmarks (steps/s, aggregation, agreement, wall time)")
+    bench.add_argument("--trajectories", type=int, default=3000, help="budget of the timed 13-peer run")
+    bench.add_argument("--quick", action="store_true", help="smaller budgets, for a smoke test")
+    bench.add_argument("--no-mda", action="store_true", help="skip the MDA scaling measurement")
+    bench.set_defaults(func=cmd_bench)
+
+    report = sub.add_parser("report", help="write docs/RESULTS.md from sweep directories")
+    report.add_argument("sweeps", nargs="+", help="sweep directories (results/sweep-*)")
+    report.add_argument("--bench", help="JSON written by `decbyzpg bench` to include")
+    report.add_argument("--out", default="docs/RESULTS.md")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "trajectories", None) is not None and args.trajectories < 1:
+        print("error: --trajectories must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Grids of in-process runs, executed in parallel processes, then summarised and plotted.
+
+A sweep is a list of jobs (a label, the figure panel it belongs to, and config overrides).
+Jobs with identical overrides run once even when several panels show them (PAGE-PG K=1
+appears in every attack panel).  A run whose summary.json says it finished is not run
+again, so an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import statistics
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from peer.config import build_config, _deep_merge
+from peer.results import atomic_write, read_metrics
+
+SUMMARY_FIELDS = ("final_honest_return", "last_1000_honest_return", "trajectories_to_475",
+                  "trajectories_to_target", "wall_seconds", "env_steps")
+
+
+@dataclass(frozen=True)
+class Job:
+    label: str
+    panel: str
+    overrides: Mapping[str, Any] = field(hash=False)
+
+    @property
+    def slug(self) -> str:
+        blob = json.dumps(self.overrides, sort_keys=True).encode()
+        o = self.overrides
+        name = f"{o.get('algorithm', 'x')}-K{o.get('num_peers', 'x')}-f{o.get('num_byzantine', 0)}"
+        if o.get("num_byzantine"):
+            name += f"-{o.get('attack', {}).get('name', 'x')}"
+        return f"{name}-s{o.get('seed', 0)}-{hashlib.sha256(blob).hexdigest()[:8]}"
+
+
+def _run(label: str, panel: str, overrides: Mapping[str, Any], directory: str) -> dict[str, Any]:
+    from peer.experiment import run_experiment
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    cfg = build_config(overrides)
+    summary = run_experiment(cfg, Path(directory), plot=True)
+    return summary
+
+
+def _finished(directory: Path) -> dict[str, Any] | None:
+    path = directory / "summary.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    return None if summary.get("interrupted") else summary
+
+
+def run_jobs(jobs: Sequence[Job], out: Path, workers: int) -> list[tuple[Job, dict[str, Any]]]:
+    """Run every distinct job (in parallel), returning (job, summary) for all jobs."""
+    unique: dict[str, Job] = {}
+    for job in jobs:
+        unique.setdefault(job.slug, job)
+    for job in unique.values():  # validate everything before spending minutes on the first run
+        build_config(job.overrides)
+    done: dict[str, dict[str, Any]] = {}
+    todo = []
+    for slug, job in unique.items():
+        summary = _finished(out / "runs" / slug)
+        if summary is not None:
+            done[slug] = summary
+        else:
+            todo.append((slug, job))
+    with tqdm(total=len(unique), initial=len(done), desc="sweep", unit="run", dynamic_ncols=True) as bar:
+        if workers <= 1:
+            for slug, job in todo:
+                done[slug] = _run(job.label, job.panel, job.overrides, str(out / "runs" / slug))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(_run, job.label, job.panel, job.overrides, str(out / "runs" / slug)): slug
+                           for slug, job in todo}
+                for future in as_completed(futures):
+                    done[futures[future]] = future.result()
+                    bar.update()
+    return [(job, done[job.slug]) for job in jobs]
+
+
+def curves(out: Path, job: Job) -> tuple[np.ndarray, np.ndarray]:
+    rows = read_metrics(out / "runs" / job.slug / "metrics.csv")
+    return (np.array([float(r["trajectories_per_agent"]) for r in rows]),
+            np.array([float(r["honest_mean_return"]) for r in rows]))
+
+
+def _median(values: Iterable[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def table(results: Sequence[tuple[Job, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (panel, label): medians over seeds, and how many seeds reached 475."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for job, summary in results:
+        groups.setdefault((job.panel, job.label), []).append(summary)
+    rows = []
+    for (panel, label), summaries in groups.items():
+        reached = [s["trajectories_to_475"] for s in summaries if s["trajectories_to_475"] is not None]
+        rows.append({
+            "panel": panel,
+            "configuration": label,
+            "seeds": len(summaries),
+            "reached_475": len(reached),
+            "median_trajectories_to_475": _median(s["trajectories_to_475"] for s in summaries)
+            if len(reached) * 2 > len(summaries) else None,
+            "median_final_return": _median(s["final_honest_return"] for s in summaries),
+            "median_last_1000_return": _median(s["last_1000_honest_return"] for s in summaries),
+            "min_last_1000_return": min((s["last_1000_honest_return"] for s in summaries
+                                         if s["last_1000_honest_return"] is not None), default=None),
+            "median_trajectories_to_target": _median(s.get("trajectories_to_target") for s in summaries),
+            "median_wall_seconds": _median(s["wall_seconds"] for s in summaries),
+        })
+    return rows
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    if not rows:
+        return ""
+    columns = list(rows[0])
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "never"
+        if isinstance(v, float):
+            return f"{v:.1f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(c.replace("_", " ") for c in columns) + " |",
+             "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(results: Sequence[tuple[Job, dict[str, Any]]], out: Path, name: str,
+                  title: str, threshold: float | None) -> list[dict[str, Any]]:
+    from peer.plots import plot_panels
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["panel", "label", "run", *SUMMARY_FIELDS])
+    for job, summary in results:
+        writer.writerow([job.panel, job.label, job.slug, *(summary.get(k) for k in SUMMARY_FIELDS)])
+    atomic_write(out / "summaries.csv", buffer.getvalue())
+    panels: dict[str, dict[str, list]] = {}
+    for job, _ in results:
+        panels.setdefault(job.panel, {}).setdefault(job.label, []).append(curves(out, job))
+    plot_panels(panels, out / f"{name}.png", threshold=threshold)
+    rows = table(results)
+    atomic_write(out / "table.md", f"# {title}\n\n" + markdown_table(rows))
+    atomic_write(out / "table.json", json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+# ---------------------------------------------------------------- named suites
+
+ATTACK_LABELS = {"random_action": "RandomAction", "large_noise": "LargeNoise", "avg_zero": "AvgZero"}
+
+
+def suite(name: str, seeds: Sequence[int], budget: int | None, base: Mapping[str, Any]) -> tuple[list[Job], str]:
+    """The paper's figures as job lists: 'speedup', 'attacks', 'lunar'."""
+
+    def job(label: str, panel: str, **over: Any) -> list[Job]:
+        merged = _deep_merge(dict(base), over)
+        if budget is not None:
+            merged["trajectories_per_agent"] = budget
+        return [Job(label, panel, {**merged, "seed": s}) for s in seeds]
+
+    page = dict(algorithm="page-pg", num_peers=1, num_byzantine=0)
+    if name == "speedup":
+        jobs = (job("PAGE-PG (K=1)", "CartPole", **page)
+                + job("DecByzPG (K=5)", "CartPole", algorithm="decbyzpg", num_peers=5, num_byzantine=0)
+                + job("DecByzPG (K=13)", "CartPole", algorithm="decbyzpg", num_peers=13, num_byzantine=0))
+        return jobs, "Speed-up with the number of agents (CartPole, no Byzantines)"
+    if name == "attacks":
+        jobs = []
+        for attack, panel in ATTACK_LABELS.items():
+            jobs += job("PAGE-PG (K=1)", panel, **page)
+            jobs += job("Dec-PAGE-PG (K=13, f=0)", panel, algorithm="dec-page-pg", num_peers=13, num_byzantine=0)
+            jobs += job("Dec-PAGE-PG (K=13, f=3)", panel, algorithm="dec-page-pg", num_peers=13, num_byzantine=3,
+                        allow_beyond_tolerance=True, attack={"name": attack})
+            jobs += job("DecByzPG (K=13, f=3)", panel, algorithm="decbyzpg", num_peers=13, num_byzantine=3,
+                        attack={"name": attack})
+        return jobs, "Resilience at K = 13, f = 3 (CartPole)"
+    if name == "lunar":
+        over = dict(env="LunarLander-v3", preset="paper")
+        jobs = (job("PAGE-PG (K=1)", "LunarLander", **over, **page)
+                + job("DecByzPG (K=5)", "LunarLander", **over, algorithm="decbyzpg", num_peers=5, num_byzantine=0))
+        return jobs, "LunarLander-v3 with the paper's hyperparameters"
+    raise ValueError(f"unknown suite {name!r} (valid: speedup, attacks, lunar)")
+
+
+def grid(algorithms: Sequence[str], peers: Sequence[int], byzantine: Sequence[int], attacks: Sequence[str],
+         seeds: Sequence[int], base: Mapping[str, Any], budget: int | None,
+         allow_beyond: bool) -> list[Job]:
+    """A plain Cartesian grid: algorithm x K x f x attack x seed."""
+    jobs = []
+    for algorithm in algorithms:
+        for k in peers:
+            for f in byzantine:
+                for attack in (attacks if f > 0 else ["none"]):
+                    over = _deep_merge(dict(base), {"algorithm": algorithm, "num_peers": k, "num_byzantine": f,
+                                                    "attack": {"name": attack}})
+                    if budget is not None:
+                        over["trajectories_per_agent"] = budget
+                    if allow_beyond:
+                        over["allow_beyond_tolerance"] = True
+                    label = f"{algorithm} (K={k}, f={f}{', ' + attack if f else ''})"
+                    jobs += [Job(label, algorithm, {**over, "seed": s}) for s in seeds]
+    return jobs
