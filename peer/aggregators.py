@@ -175,6 +175,8 @@ class RFA(Aggregator):
     ``||z_new - z|| <= tol * scale`` (default tol = 1e-10) or after ``max_iter`` (default
     1000) iterations. If scale == 0, at least half of the inputs coincide with z0, which is
     then an exact geometric median and is returned as is (this covers "all inputs equal").
+    Finally, if the input nearest to the result satisfies the exact optimality condition,
+    that input is returned (the smoothing would otherwise leave the result ~nu away).
     """
 
     name = "rfa"
@@ -207,6 +209,26 @@ class RFA(Aggregator):
             if step <= stop:
                 break
             dist = np.sqrt(np.sum((x - z) ** 2, axis=1))
+        return self._snap_to_input(x, z)
+
+    @staticmethod
+    def _snap_to_input(x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Return the input nearest to z instead of z if that input is an exact geometric median.
+
+        When the geometric median is one of the inputs (e.g. 3 points with a wide angle), the
+        smoothed iteration stalls within ~nu of it. Input x_j with multiplicity c_j is optimal
+        iff || sum_{i: x_i != x_j} (x_j - x_i) / ||x_j - x_i|| || <= c_j (the subgradient
+        condition), which is cheap to check exactly.
+        """
+        d = np.sqrt(np.sum((x - z) ** 2, axis=1))
+        j = int(np.argsort(d, kind="stable")[0])
+        diff = x[j] - x
+        norms = np.sqrt(np.sum(diff * diff, axis=1))
+        others = norms > 0
+        mult = int(x.shape[0] - np.count_nonzero(others))
+        pull = np.sum(diff[others] / norms[others, None], axis=0)
+        if float(np.sqrt(np.sum(pull * pull))) <= mult:
+            return x[j].copy()
         return z
 
 
@@ -331,6 +353,11 @@ class Bucketing(Aggregator):
     applies ``inner`` to the ceil(n / s) bucket means. Averaging shrinks the spread of good
     inputs by ~sqrt(s), so RFA or Krum on bucket means becomes (delta, c)-robust even with
     heterogeneous honest inputs; each Byzantine input still spoils at most one bucket.
+
+    The inner rule's own condition now applies to the ceil(n/s) bucket means with up to f
+    of them bad. RFA needs f < ceil(n/s)/2; Krum needs ceil(n/s) > 2f + 2. Example: n = 13,
+    f = 3, s = 2 gives 7 means, 3 possibly bad: fine for RFA (3 < 3.5), but not for Krum
+    (7 <= 8), where colluding inputs spread one per bucket can capture the output.
     """
 
     def __init__(self, inner: Aggregator, bucket_size: int = 2) -> None:
@@ -388,7 +415,7 @@ def make_aggregator(name: str, f: int, **params: Any) -> Aggregator:
         base = key[len(_BUCKETING_PREFIX) :]
     else:
         base = key
-    if base not in _BASE or (bucket_size is not None and base.startswith("bucketing")):
+    if base not in _BASE:
         raise ValueError(f"unknown aggregator {name!r}; valid names: {', '.join(AGGREGATOR_NAMES)}")
     ctor, accepted, takes_f = _BASE[base]
     unknown = sorted(set(params) - set(accepted))

@@ -533,6 +533,9 @@ def benchmark_mda(
             over = False
             start = time.perf_counter()
             for _ in range(repeats):
+                if time.perf_counter() > start + time_limit_s:
+                    over = True
+                    break
                 x = _bench_inputs(case, k, f, d, rng)
                 t0 = time.perf_counter()
                 try:

@@ -85,12 +85,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from peer.experiment import describe, run_experiment
 
-    extra: dict[str, Any] = {"num_peers": args.peers, "num_byzantine": args.byzantine, "seed": args.seed}
-    if args.attack is not None:
-        extra["attack.name"] = args.attack
+    extra: dict[str, Any] = {"num_peers": args.peers, "num_byzantine": args.byzantine, "seed": args.seed,
+                             "attack.name": args.attack}
+    if not args.config:  # the main job: 13 peers, 3 of them AvgZero Byzantines
+        extra = {"num_peers": 13, "num_byzantine": 3, **{k: v for k, v in extra.items() if v is not None}}
+        if extra["num_byzantine"] > 0:
+            extra.setdefault("attack.name", "avg_zero")
     data = _config_data(args, extra)
-    if not args.config and args.attack is None and data.get("num_byzantine", 3) > 0:
-        data = apply_override(data, ["attack", "name"], data.get("attack", {}).get("name", "avg_zero"))
     cfg = build_config(data)
     out = Path(args.out) if args.out else DEFAULT_RESULTS / (
         _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{cfg.algorithm}-K{cfg.num_peers}")

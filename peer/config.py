@@ -118,7 +118,7 @@ class RunConfig:
     algorithm: str = "decbyzpg"
     preset: str = "tuned"
     num_peers: int = 13
-    num_byzantine: int = 3
+    num_byzantine: int = 0
     allow_beyond_tolerance: bool = False
     seed: int = 0
     trajectories_per_agent: int = 5000

@@ -1,0 +1,41 @@
+# Two entry points for a fresh clone: `make run` (the main job) and `make test`.
+# Both create .venv on first use and install the project with its test dependencies.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: install run test bench sweeps report clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required; set PYTHON=...)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## The main job: 13 peers in one process, 3 of them AvgZero Byzantines, CartPole.
+run: install
+	$(BIN)/decbyzpg run $(ARGS)
+
+## The test suite (a few minutes on 2 cores).
+test: install
+	$(BIN)/python -m pytest -q $(ARGS)
+
+## Speed benchmarks (prints figures; see docs/BENCHMARKS.md).
+bench: install
+	$(BIN)/decbyzpg bench $(ARGS)
+
+## The long reproductions behind docs/RESULTS.md (about an hour on 2 cores).
+sweeps: install
+	$(BIN)/decbyzpg sweep --suite speedup --seeds 0-4 --trajectories 5000
+	$(BIN)/decbyzpg sweep --suite attacks --seeds 0-4 --trajectories 5000
+	$(BIN)/decbyzpg sweep --suite lunar --seeds 0-2 --trajectories 8000
+
+report: install
+	$(BIN)/decbyzpg report results/sweep-speedup results/sweep-attacks results/sweep-lunar --bench results/bench.json
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .hypothesis

@@ -1,0 +1,73 @@
+"""The command line: a tiny run end to end, and clean one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from peer.cli import main
+from peer.results import read_metrics
+
+
+def test_run_writes_a_complete_results_directory(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    code = main(["run", "--peers", "5", "--byzantine", "1", "--trajectories", "40", "--out", str(out), "--quiet",
+                 "--set", "estimator.large_batch=8", "--set", "estimator.small_batch=2"])
+    assert code == 0
+    assert {p.name for p in out.iterdir()} >= {"config.toml", "metrics.csv", "summary.json", "returns.png"}
+    summary = json.loads((out / "summary.json").read_text())
+    rows = read_metrics(out / "metrics.csv")
+    assert summary["trajectories_per_agent"] == int(rows[-1]["trajectories_per_agent"]) <= 40
+    assert summary["attack"] == "avg_zero" and summary["num_byzantine"] == 1
+    for key in ("final_honest_return", "trajectories_to_475", "env_steps", "wall_seconds"):
+        assert key in summary
+    assert rows[0]["return_4"] == ""  # the Byzantine peer has no honest return
+    assert "final_honest_return" in capsys.readouterr().out
+
+
+def test_config_file_and_flags(tmp_path) -> None:
+    run_file = tmp_path / "run.toml"
+    run_file.write_text('algorithm = "dec-page-pg"\nnum_peers = 3\nnum_byzantine = 0\n'
+                        'trajectories_per_agent = 20\n[estimator]\nlarge_batch = 4\nsmall_batch = 2\n')
+    out = tmp_path / "r"
+    assert main(["run", "--config", str(run_file), "--out", str(out), "--quiet"]) == 0
+    assert 'algorithm = "dec-page-pg"' in (out / "config.toml").read_text()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["run", "--set", "estimator.gamma=7"], "estimator.gamma"),
+    (["run", "--byzantine", "5"], "allow_beyond_tolerance"),
+    (["run", "--config", "/nonexistent.toml"], "does not exist"),
+    (["run", "--attack", "nope"], "attack.name"),
+    (["run", "--trajectories", "0"], "--trajectories"),
+    (["sweep", "--trajectories", "10"], "--suite or --algorithms"),
+])
+def test_errors_are_one_line_with_exit_code_2(argv, fragment, capsys) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_help_runs_as_a_console_script() -> None:
+    result = subprocess.run([sys.executable, "-m", "peer.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("run", "sweep", "bench", "report"):
+        assert command in result.stdout
+
+
+def test_sweep_grid_runs_and_plots(tmp_path) -> None:
+    out = tmp_path / "sweep"
+    code = main(["sweep", "--algorithms", "decbyzpg,dec-page-pg", "--peers", "3", "--byzantine", "0",
+                 "--seeds", "0-1", "--trajectories", "16", "--jobs", "1", "--out", str(out),
+                 "--set", "estimator.large_batch=4", "--set", "estimator.small_batch=2"])
+    assert code == 0
+    assert (out / "sweep.png").exists() and (out / "table.md").exists()
+    assert len(list((out / "runs").iterdir())) == 4
+    mtimes = {p: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")}
+    assert main(["sweep", "--algorithms", "decbyzpg,dec-page-pg", "--peers", "3", "--byzantine", "0",
+                 "--seeds", "0-1", "--trajectories", "16", "--jobs", "1", "--out", str(out),
+                 "--set", "estimator.large_batch=4", "--set", "estimator.small_batch=2"]) == 0
+    assert mtimes == {p: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")}  # reused, not rerun
