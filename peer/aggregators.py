@@ -175,13 +175,14 @@ class RFA(Aggregator):
     ``||z_new - z|| <= tol * scale`` (default tol = 1e-10) or after ``max_iter`` (default
     1000) iterations. If scale == 0, at least half of the inputs coincide with z0, which is
     then an exact geometric median and is returned as is (this covers "all inputs equal").
-    Finally, if the input nearest to the result satisfies the exact optimality condition,
-    that input is returned (the smoothing would otherwise leave the result ~nu away).
+    Finally, if the input nearest to the result is within ``snap * scale`` (default
+    snap = 1e-3) and satisfies the exact optimality condition, that input is returned (the
+    smoothing would otherwise leave the result ~nu away from it).
     """
 
     name = "rfa"
 
-    def __init__(self, nu: float = 1e-6, tol: float = 1e-10, max_iter: int = 1000) -> None:
+    def __init__(self, nu: float = 1e-6, tol: float = 1e-10, max_iter: int = 1000, snap: float = 1e-3) -> None:
         if not (nu > 0 and np.isfinite(nu)):
             raise ValueError(f"rfa: nu must be a positive finite number, got {nu!r}")
         if not (tol > 0 and np.isfinite(tol)):
@@ -191,6 +192,9 @@ class RFA(Aggregator):
         self.nu = float(nu)
         self.tol = float(tol)
         self.max_iter = int(max_iter)
+        if not (snap >= 0 and np.isfinite(snap)):
+            raise ValueError(f"rfa: snap must be a finite number >= 0, got {snap!r}")
+        self.snap = float(snap)
 
     def _aggregate(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         z = np.median(x, axis=0)
@@ -209,19 +213,24 @@ class RFA(Aggregator):
             if step <= stop:
                 break
             dist = np.sqrt(np.sum((x - z) ** 2, axis=1))
-        return self._snap_to_input(x, z)
+        return self._snap_to_input(x, z, self.snap * scale)
 
     @staticmethod
-    def _snap_to_input(x: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """Return the input nearest to z instead of z if that input is an exact geometric median.
+    def _snap_to_input(x: np.ndarray, z: np.ndarray, radius: float) -> np.ndarray:
+        """Return the input nearest to z instead of z if it lies within ``radius`` of z and is
+        an exact geometric median.
 
         When the geometric median is one of the inputs (e.g. 3 points with a wide angle), the
         smoothed iteration stalls within ~nu of it. Input x_j with multiplicity c_j is optimal
         iff || sum_{i: x_i != x_j} (x_j - x_i) / ||x_j - x_i|| || <= c_j (the subgradient
-        condition), which is cheap to check exactly.
+        condition), which is cheap to check exactly. The radius keeps degenerate cases with a
+        whole segment of optima (n = 2, collinear inputs with n even) at the symmetric point
+        the iteration found instead of jumping to an end chosen by row order.
         """
         d = np.sqrt(np.sum((x - z) ** 2, axis=1))
         j = int(np.argsort(d, kind="stable")[0])
+        if d[j] > radius:
+            return z
         diff = x[j] - x
         norms = np.sqrt(np.sum(diff * diff, axis=1))
         others = norms > 0
@@ -383,7 +392,7 @@ _BASE: dict[str, tuple[Callable[..., Aggregator], tuple[str, ...], bool]] = {
     "mean": (Mean, (), False),
     "median": (CoordinateWiseMedian, (), False),
     "trimmed_mean": (TrimmedMean, (), True),
-    "rfa": (RFA, ("nu", "tol", "max_iter"), False),
+    "rfa": (RFA, ("nu", "tol", "max_iter", "snap"), False),
     "krum": (Krum, (), True),
     "multi_krum": (MultiKrum, ("m",), True),
     "centered_clipping": (CenteredClipping, ("tau", "iterations", "start"), False),

@@ -5,11 +5,12 @@ sender that delivered in time this round, the peer's own vector included (the ca
 there); ``q = K - f``. Rules:
 
 - ``mda``: minimum-diameter averaging (El-Mhamdi et al.). Among the received vectors choose
-  S, |S| = q, minimising diam(S) = max_{a, b in S} ||a - b||, and return mean(S). Since
-  q >= K - f, S contains at least q - f honest vectors and every Byzantine vector in S lies
-  within diam(S) <= honest diameter of them, which is what makes the honest diameter
-  contract each round when K >= 4f + 1. Computed exactly without enumerating the C(m, q)
-  subsets (see ``mda_select``).
+  S, |S| = q, minimising diam(S) = max_{a, b in S} ||a - b||, and return mean(S). At most
+  f received vectors are Byzantine, so S holds at least q - f honest ones; when all K - f
+  honest vectors arrived, the honest set is itself a candidate, so diam(S) <= the honest
+  diameter and every Byzantine vector in S lies that close to the honest ones in S. This is
+  what makes the honest diameter contract each round when K >= 4f + 1. Computed exactly
+  without enumerating the C(m, q) subsets (see ``mda_select``).
 - ``gda``: greedy: the q received vectors closest to the peer's own vector. O(m d + m log m)
   for the choice; needs K >= 5f + 1.
 - ``none``: keep the own vector (baselines without agreement).
@@ -19,7 +20,8 @@ lexicographically smallest sorted tuple of row indices (as ``itertools.combinati
 enumerates them, the first optimal one); ``mda_brute_force`` uses the same rule, so both
 return the same subset and the bit-identical mean. GDA: stable sort of the distances to own
 (equal distances go to the lower row index). The chosen rows are always averaged in
-increasing row order. All distances are computed in float64 from explicit differences (no
+increasing row order. Ties depend on the row order, so callers should order rows the same
+way everywhere (e.g. by sender id) for peers to reproduce each other. All distances are computed in float64 from explicit differences (no
 Gram-matrix trick), each pairwise entry once and mirrored, so comparisons between
 distances are exact and reproducible.
 """
@@ -519,9 +521,20 @@ def benchmark_mda(
     then cover the completed calls only). Rows: K, f, q, case, d, runs, median_s, max_s,
     over_cap, subsets (= C(K, q), what enumeration would visit).
 
-    Measured on the 2-core development machine (d = 386; see the project's report for the
-    full table): K = 64 (f = 15) takes a few ms to tens of ms per round; the exponential part
-    of the search depends on m - q <= f only, so cost grows with f rather than with C(K, q).
+    Measured on the 2-core development machine, d = 386, median of 3-5 calls (both cases
+    alike, distance matrix included): K = 13: 0.2 ms; K = 25: 0.5 ms; K = 31: 0.7 ms;
+    K = 64: 2 ms (C(64, 49) = 1.6e14 subsets); K = 128: 12-16 ms; K = 256: 40-45 ms;
+    K = 512: 0.26 s; K = 1024: 2.7-2.8 s (there the polynomial part, O(K^2) Python-level
+    bit operations per feasibility check, dominates). So on such inputs the practical limit
+    is several hundred peers (K ~ 500 for a sub-second round).
+
+    Worst case: the search is exponential in m - q <= f (vertex cover branching), not in K.
+    Crafted distance matrices whose "far pairs" graph is a random 4-regular graph on ~2f
+    vertices with minimum cover just above f (not produced by the cases above) cost one
+    feasibility check about 0.2 ms at K = 64 (f = 15), 13 ms at K = 128 (f = 31) and
+    0.4 s at K = 200 (f = 49); a round makes up to ~K + log2(K^2) checks. Exactness is
+    therefore guaranteed fast for K <= 128; beyond that an adversary who could shape the
+    honest geometry might slow a round down to seconds.
     """
     rows: list[dict[str, Any]] = []
     for k in ks:

@@ -165,6 +165,88 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- networked peers
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    import logging
+
+    from peer.logs import JsonFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _load_identity(args: argparse.Namespace):
+    from peer.crypto import load_private_key, public_key_to_text
+    from peer.runfile import load_run_file
+
+    run = load_run_file(args.config)
+    entry = run.peer(args.id)
+    key = load_private_key(args.key)
+    if public_key_to_text(key.public_key()) != entry.public_key:
+        raise ConfigError(f"config error: key {args.key} does not match peer {args.id}'s public key in the roster")
+    return run, key
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from peer.crypto import generate_key
+
+    print(generate_key(Path(args.out), overwrite=args.force))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from peer.cluster import cluster_config, init_run
+
+    data = _config_data(args, {})
+    cfg = cluster_config(args.peers, args.byzantine, data)
+    byzantine = list(range(args.peers - args.byzantine_peers, args.peers)) if args.byzantine_peers else []
+    path = init_run(Path(args.out), cfg, byzantine, args.attack, host=args.host, base_port=args.base_port,
+                    compose=args.compose, overwrite=args.force)
+    print(f"wrote {path} and {args.peers} keys in {Path(args.out) / 'keys'}")
+    return 0
+
+
+def cmd_peer(args: argparse.Namespace) -> int:
+    from peer.daemon import PeerDaemon
+
+    setup_logging(args.log_level, args.log_format)
+    run, key = _load_identity(args)
+    daemon = PeerDaemon(run, args.id, key, Path(args.out or f"results/peer-{args.id}"))
+    daemon.install_signal_handlers()
+    return daemon.serve(bind=args.bind)
+
+
+def cmd_adversary(args: argparse.Namespace) -> int:
+    from adversary.cli import run_adversary
+
+    setup_logging(args.log_level, args.log_format)
+    run, key = _load_identity(args)
+    return run_adversary(run, args.id, key, Path(args.out or f"results/peer-{args.id}"), args.attack,
+                         args.set_attack, args.bind)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from peer.cluster_cli import run_cluster
+
+    return run_cluster(args, _config_data(args, {}))
+
+
+def _add_daemon_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, metavar="RUN.toml", help="the run file shared by all peers")
+    p.add_argument("--id", type=int, required=True, help="this peer's roster id")
+    p.add_argument("--key", required=True, metavar="FILE", help="this peer's private key (mode 0600)")
+    p.add_argument("--out", help="directory for metrics.csv, checkpoint.pt (default results/peer-<id>)")
+    p.add_argument("--bind", help="listen address (default [::]:<port of the roster address>)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decbyzpg", description=__doc__.splitlines()[0] + " DecByzPG: "
                                      "decentralized Byzantine fault-tolerant federated policy gradient.")
@@ -201,6 +283,53 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-mda", action="store_true", help="skip the MDA scaling measurement")
     bench.set_defaults(func=cmd_bench)
 
+    keygen = sub.add_parser("keygen", help="write an Ed25519 key pair; prints the public key")
+    keygen.add_argument("--out", required=True, metavar="FILE", help="private key file (created with mode 0600)")
+    keygen.add_argument("--force", action="store_true", help="replace an existing key file")
+    keygen.set_defaults(func=cmd_keygen)
+
+    init = sub.add_parser("init", help="write a K-peer run file and keys (loopback or compose)",
+                          description="Generate run.toml (roster with pinned public keys) and keys/<id>.key.")
+    _add_config_flags(init)
+    init.add_argument("--peers", type=int, default=13)
+    init.add_argument("--byzantine", type=int, default=3, help="the bound f honest peers assume")
+    init.add_argument("--byzantine-peers", type=int, default=3,
+                      help="how many peers (the highest ids) get an [adversary] role (default 3)")
+    init.add_argument("--attack", default="avg_zero", help="attack of the Byzantine peers")
+    init.add_argument("--host", default="127.0.0.1")
+    init.add_argument("--base-port", type=int, default=50100)
+    init.add_argument("--compose", action="store_true", help="addresses peer-<id>:50051 for docker compose")
+    init.add_argument("--out", required=True, help="run directory to create")
+    init.add_argument("--force", action="store_true", help="replace an existing run file and keys")
+    init.set_defaults(func=cmd_init)
+
+    peer = sub.add_parser("peer", help="run one honest peer daemon",
+                          description="Run one honest DecByzPG peer: a gRPC server and client of every other peer.")
+    _add_daemon_flags(peer)
+    peer.set_defaults(func=cmd_peer)
+
+    adv = sub.add_parser("adversary", help="run one Byzantine peer daemon",
+                         description="Run one Byzantine peer; the attack comes from --attack or the run file's "
+                                     "[adversary] table.")
+    _add_daemon_flags(adv)
+    adv.add_argument("--attack", help="attack name (default: [adversary].attack of the run file)")
+    adv.add_argument("--set-attack", action="append", default=[], metavar="KEY=VALUE",
+                     help="attack parameter, e.g. --set-attack scale=100 (repeatable)")
+    adv.set_defaults(func=cmd_adversary)
+
+    cl = sub.add_parser("cluster", help="K peer processes on loopback (default 13, 3 AvgZero), live progress",
+                        description="Generate a run, start one process per peer on loopback, show progress, "
+                                    "merge the honest peers' results. Ctrl-C stops every process cleanly.")
+    _add_config_flags(cl)
+    cl.add_argument("--peers", type=int, default=13)
+    cl.add_argument("--byzantine", type=int, default=3, help="Byzantine peers (and the bound f)")
+    cl.add_argument("--attack", default="avg_zero")
+    cl.add_argument("--seed", type=int)
+    cl.add_argument("--base-port", type=int, default=50100)
+    cl.add_argument("--out", help="results directory (default results/<time>-cluster-K<K>)")
+    cl.add_argument("--quiet", action="store_true")
+    cl.set_defaults(func=cmd_cluster)
+
     report = sub.add_parser("report", help="write docs/RESULTS.md from sweep directories")
     report.add_argument("sweeps", nargs="+", help="sweep directories (results/sweep-*)")
     report.add_argument("--bench", help="JSON written by `decbyzpg bench` to include")
@@ -216,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ConfigError, ValueError) as err:
+    except (ConfigError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

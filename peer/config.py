@@ -236,8 +236,12 @@ SECTIONS = ("policy", "optimizer", "estimator", "aggregation", "agreement", "att
 TOP_KEYS = {f.name for f in dataclasses.fields(RunConfig)} - set(SECTIONS)
 
 
-def build_config(data: Mapping[str, Any]) -> RunConfig:
-    """Validate a nested mapping (TOML layout) into a RunConfig, filling env defaults."""
+def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
+    """Validate a nested mapping (TOML layout) into a RunConfig, filling env defaults.
+
+    `in_process=False` is for the daemon's run file, where num_byzantine is only the bound
+    f that honest peers assume and no attack is simulated.
+    """
     if not isinstance(data, Mapping):
         raise ConfigError("config error: the run file must be a TOML table")
     _check_keys("", data, TOP_KEYS | set(SECTIONS))
@@ -313,7 +317,7 @@ def build_config(data: Mapping[str, Any]) -> RunConfig:
     if num_byzantine >= num_peers:
         raise _fail("num_byzantine", f"smaller than num_peers ({num_peers}): at least one peer must be honest",
                     num_byzantine)
-    if num_byzantine > 0 and attack.name == "none":
+    if in_process and num_byzantine > 0 and attack.name == "none":
         raise ConfigError(
             "config error: attack.name must name an attack when num_byzantine > 0 (got 'none'); "
             "use num_byzantine = 0 for an attack-free run"

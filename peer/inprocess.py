@@ -18,7 +18,7 @@ import numpy as np
 from adversary.coalition import Coalition
 from peer.config import RunConfig
 from peer.exchange import Broadcast
-from peer.state_machine import IterationReport, PeerStateMachine
+from peer.state_machine import IterationReport, PeerStateMachine, batch_size
 
 
 @dataclass
@@ -60,9 +60,7 @@ class InProcessRun:
         self.env_steps = 0
 
     def next_batch_size(self) -> int:
-        lead = self.peers[self.honest_ids[0]]
-        large = lead.coin(lead.t) or lead.v is None
-        return self.cfg.estimator.large_batch if large else self.cfg.estimator.small_batch
+        return batch_size(self.cfg, self.key, self.peers[self.honest_ids[0]].t)
 
     def step(self) -> list[IterationReport]:
         """One iteration at every peer: run the programs round by round until all return."""
@@ -99,7 +97,7 @@ class InProcessRun:
     def iterate(self, budget: int, clock: Callable[[], float] = time.perf_counter) -> Iterator[IterationRow]:
         """Yield one row per iteration until the next would exceed `budget` trajectories per agent."""
         started = clock()
-        while self.trajectories + self.next_batch_size() <= budget:
+        while self.trajectories + self.next_batch_size() <= budget:  # never overshoot the budget
             reports = self.step()
             lead = reports[0]  # peer 0: every peer's count in Dec*, the server's in ByzPG
             self.trajectories += lead.trajectories

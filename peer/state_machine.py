@@ -35,6 +35,48 @@ from peer.sampling import ActionFn, Sampler
 SERVER_ID = 0  # ByzPG's trusted server
 
 
+def is_large_batch(cfg: RunConfig, key: bytes, t: int) -> bool:
+    """x_t: the common coin (x_0 = 1).  Every peer, honest or not, can compute it."""
+    return randomness.common_coin(key, t, cfg.estimator.switch_prob)
+
+
+def batch_size(cfg: RunConfig, key: bytes, t: int) -> int:
+    """Trajectories peer 0 samples in iteration t (N or B; ByzPG's server likewise)."""
+    return cfg.estimator.large_batch if is_large_batch(cfg, key, t) else cfg.estimator.small_batch
+
+
+def iteration_count(cfg: RunConfig, key: bytes) -> int:
+    """Iterations that fit in the trajectory budget without overshooting it."""
+    used, t = 0, 0
+    while used + batch_size(cfg, key, t) <= cfg.trajectories_per_agent:
+        used += batch_size(cfg, key, t)
+        t += 1
+    return t
+
+
+def round_keys(cfg: RunConfig, key: bytes, t: int) -> list[RoundKey]:
+    """The rounds of iteration t, in the order `PeerStateMachine.iteration` yields them.
+
+    Byzantine daemons, which do not run the learning program, use this to know which
+    rounds exist; a test checks it against the program itself.
+    """
+    keys = [RoundKey(t, Phase.GRADIENT)] if is_large_batch(cfg, key, t) else []
+    if cfg.algorithm == "byzpg":
+        keys.append(RoundKey(t, Phase.MODEL))
+    elif cfg.agreement.rule != "none":
+        keys += [RoundKey(t, Phase.AGREEMENT, r) for r in range(cfg.agreement.rounds)]
+    return keys
+
+
+def phases_used(cfg: RunConfig) -> set[Phase]:
+    """The phases a run's messages may carry (anything else is rejected on the wire)."""
+    if cfg.algorithm == "byzpg":
+        return {Phase.GRADIENT, Phase.MODEL}
+    if cfg.agreement.rule != "none" and cfg.agreement.rounds > 0:
+        return {Phase.GRADIENT, Phase.AGREEMENT}
+    return {Phase.GRADIENT}
+
+
 @dataclass
 class IterationReport:
     """What one peer did in one iteration; the experiment log is built from these."""
@@ -90,13 +132,15 @@ class PeerStateMachine:
         return get_flat(self.policy).numpy()
 
     def coin(self, t: int) -> bool:
-        return randomness.common_coin(self.key, t, self.cfg.estimator.switch_prob)
+        return is_large_batch(self.cfg, self.key, t)
 
     # ------------------------------------------------------------------ the program
     def iteration(self) -> Generator[Broadcast, Received, IterationReport]:
         """Advance by one iteration; yields Broadcasts, returns this peer's report."""
         t = self.t
-        large = self.coin(t) or self.v is None
+        large = self.coin(t)
+        if not large and self.v is None:
+            raise RuntimeError(f"iteration {t} is a small-batch step but no v_(t-1) exists (missing checkpoint?)")
         report = IterationReport(self.peer_id, t, large)
         started = time.perf_counter()
         theta_t = get_flat(self.policy)
@@ -131,7 +175,7 @@ class PeerStateMachine:
             received = yield Broadcast(RoundKey(t, Phase.MODEL), own)
             if not self.is_server and SERVER_ID in received:
                 set_flat(self.policy, received[SERVER_ID])
-        elif self.cfg.agreement.rule != "none":
+        elif self.cfg.agreement.rule != "none" and self.cfg.agreement.rounds > 0:
             y = self.theta()
             q = self.cfg.num_peers - self.cfg.num_byzantine
             for r in range(self.cfg.agreement.rounds):

@@ -1,0 +1,220 @@
+"""Local K-peer deployments: generate run files and keys, launch and watch the daemons.
+
+`init_run` writes a complete run directory (run.toml with the roster and pinned public
+keys, one private key per peer, and, for Byzantine peers, the adversary section that
+honest peers never read).  `Cluster` starts one OS process per peer on loopback, shows
+live progress from the peers' metrics files, stops every process cleanly on Ctrl-C, and
+merges the honest peers' logs into the engine's results format.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import tomli_w
+
+from peer.config import ConfigError, RunConfig, build_config
+from peer.crypto import generate_key
+from peer.inprocess import IterationRow
+from peer.results import ResultsWriter, atomic_write, read_metrics, summarize
+
+
+def roster_addresses(num_peers: int, host: str, base_port: int, compose: bool) -> list[str]:
+    if compose:  # one container per peer, each reachable by its service name
+        return [f"peer-{k}:50051" for k in range(num_peers)]
+    return [f"{host}:{base_port + k}" for k in range(num_peers)]
+
+
+def init_run(directory: Path, cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str = "avg_zero",
+             attack_params: Mapping[str, Any] | None = None, host: str = "127.0.0.1", base_port: int = 50100,
+             compose: bool = False, network: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
+    """Write run.toml and keys/<id>.key for a K-peer run; returns the run file's path."""
+    directory = Path(directory)
+    run_file = directory / "run.toml"
+    if run_file.exists() and not overwrite:
+        raise ConfigError(f"config error: {run_file} exists; pass --force to replace it and its keys")
+    keys_dir = directory / "keys"
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    addresses = roster_addresses(cfg.num_peers, host, base_port, compose)
+    peers = []
+    for k in range(cfg.num_peers):
+        public = generate_key(keys_dir / f"{k}.key", overwrite=overwrite)
+        peers.append({"id": k, "address": addresses[k], "public_key": public})
+    data = cfg.to_dict()
+    data.pop("attack")
+    data.pop("allow_beyond_tolerance")
+    data["policy"]["hidden"] = list(cfg.policy.hidden)
+    document: dict[str, Any] = {**data, "network": dict(network or {}), "peers": peers}
+    if byzantine_ids:
+        document["adversary"] = {"byzantine_ids": list(byzantine_ids), "attack": attack,
+                                 "params": dict(attack_params or {})}
+    header = ("# DecByzPG run file: every peer of the run gets this same file.\n"
+              "# num_byzantine is the bound f that honest peers assume; nothing here says who is Byzantine\n"
+              "# except the [adversary] table, which only Byzantine daemons read.\n")
+    atomic_write(run_file, header + tomli_w.dumps(_drop_none(document)))
+    return run_file
+
+
+def _drop_none(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _drop_none(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [_drop_none(v) for v in data]
+    return data
+
+
+# ---------------------------------------------------------------- merging
+
+
+def merge_peer_logs(peer_dirs: Mapping[int, Path], cfg: RunConfig, out: Path, wall_seconds: float,
+                    interrupted: bool) -> dict[str, Any]:
+    """Combine honest peers' metrics into the engine's results directory format."""
+    logs = {k: read_metrics(d / "metrics.csv") for k, d in peer_dirs.items() if (d / "metrics.csv").exists()}
+    writer = ResultsWriter(out, cfg)
+    common = min((len(rows) for rows in logs.values()), default=0)
+    for i in range(common):
+        rows = {k: logs[k][i] for k in logs}
+        returns = {k: float(r["return"]) for k, r in rows.items() if r["return"]}
+        lead = rows[min(rows)]
+        writer.add(IterationRow(
+            iteration=int(lead["iteration"]),
+            trajectories_per_agent=int(lead["trajectories_per_agent"]),
+            honest_mean_return=statistics.fmean(returns.values()) if returns else math.nan,
+            peer_returns=returns,
+            honest_diameter=max((float(r["agreement_diameter"] or 0) for r in rows.values()), default=0.0),
+            agreement_kept_own=sum(int(r["agreement_kept_own"]) for r in rows.values()),
+            x_t=int(lead["x_t"]),
+            env_steps=sum(int(r["env_steps"]) for r in rows.values()),
+            seconds=max(float(r["seconds"]) for r in rows.values()),
+            compute_seconds=sum(float(r["compute_seconds"]) for r in rows.values()),
+        ))
+    summary = summarize(cfg, writer.rows, wall_seconds, 475.0 if cfg.env == "CartPole-v1" else None,
+                        interrupted=interrupted)
+    summary.update(network_summary(logs))
+    writer.finish(summary)
+    return summary
+
+
+def network_summary(logs: Mapping[int, list[dict[str, str]]]) -> dict[str, Any]:
+    """Round latency percentiles and the share of time spent communicating / on crypto."""
+    latencies, comm, crypto, total, timed_out = [], 0.0, 0.0, 0.0, 0
+    for rows in logs.values():
+        for r in rows:
+            if r["round_p50_ms"]:
+                latencies.append(float(r["round_p50_ms"]))
+            comm += float(r["comm_seconds"])
+            crypto += float(r["crypto_seconds"])
+            total += float(r["seconds"])
+            timed_out += int(r["rounds_timed_out"])
+    latencies.sort()
+
+    def pct(p: float) -> float | None:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else None
+
+    return {"round_latency_ms_p50": pct(0.5), "round_latency_ms_p99": pct(0.99),
+            "communication_share": comm / total if total else None,
+            "crypto_share": crypto / total if total else None, "rounds_timed_out": timed_out}
+
+
+# ---------------------------------------------------------------- launching
+
+
+class Cluster:
+    """K daemon processes on this machine, started from one run directory."""
+
+    def __init__(self, run_dir: Path, out: Path, python: str = sys.executable) -> None:
+        from peer.runfile import load_run_file
+
+        self.run_dir = Path(run_dir)
+        self.run = load_run_file(self.run_dir / "run.toml")
+        self.out = Path(out)
+        self.python = python
+        self.byzantine = set(self.run.adversary.get("byzantine_ids", []))
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    def peer_dir(self, k: int) -> Path:
+        return self.out / "peers" / str(k)
+
+    def command(self, k: int) -> list[str]:
+        role = "adversary" if k in self.byzantine else "peer"
+        return [self.python, "-m", "peer.cli", role, "--config", str(self.run_dir / "run.toml"), "--id", str(k),
+                "--key", str(self.run_dir / "keys" / f"{k}.key"), "--out", str(self.peer_dir(k))]
+
+    def start(self, k: int) -> None:
+        self.peer_dir(k).mkdir(parents=True, exist_ok=True)
+        logfile = open(self.peer_dir(k) / "daemon.log", "ab")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        self.procs[k] = subprocess.Popen(self.command(k), stdout=logfile, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+        logfile.close()
+
+    def start_all(self) -> None:
+        for k in range(self.run.config.num_peers):
+            self.start(k)
+
+    def kill(self, k: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.get(k)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait()
+
+    def stop_all(self, timeout: float = 10.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        end = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def honest_ids(self) -> list[int]:
+        return [k for k in range(self.run.config.num_peers) if k not in self.byzantine]
+
+    def progress(self) -> dict[str, Any]:
+        """The latest iteration every running honest peer has finished, from their logs."""
+        logs = {}
+        for k in self.honest_ids():
+            path = self.peer_dir(k) / "metrics.csv"
+            if path.exists():
+                try:
+                    logs[k] = read_metrics(path)
+                except (OSError, csv.Error):
+                    continue
+        alive = [k for k in self.honest_ids() if self.procs.get(k) and self.procs[k].poll() is None]
+        counted = [k for k in alive if k in logs] or list(logs)
+        if not counted or not all(logs[k] for k in counted):
+            return {"iteration": -1, "trajectories": 0, "return": math.nan, "latency_ms": math.nan}
+        i = min(len(logs[k]) for k in counted) - 1
+        rows = [logs[k][i] for k in counted]
+        returns = [float(r["return"]) for r in rows if r["return"]]
+        latency = [float(r["round_p50_ms"]) for r in rows if r["round_p50_ms"]]
+        return {"iteration": int(rows[0]["iteration"]), "trajectories": int(rows[0]["trajectories_per_agent"]),
+                "return": statistics.fmean(returns) if returns else math.nan,
+                "latency_ms": statistics.median(latency) if latency else math.nan}
+
+    def running(self) -> list[int]:
+        return [k for k, p in self.procs.items() if p.poll() is None]
+
+    def failed(self) -> dict[int, int]:
+        return {k: p.returncode for k, p in self.procs.items() if p.poll() not in (None, 0)}
+
+    def merge(self, wall_seconds: float, interrupted: bool) -> dict[str, Any]:
+        dirs = {k: self.peer_dir(k) for k in self.honest_ids()}
+        return merge_peer_logs(dirs, self.run.config, self.out, wall_seconds, interrupted)
+
+
+def cluster_config(num_peers: int, num_byzantine: int, overrides: Mapping[str, Any]) -> RunConfig:
+    data = {**overrides, "num_peers": num_peers, "num_byzantine": num_byzantine}
+    return build_config(data, in_process=False)

@@ -1,0 +1,131 @@
+"""The daemon's run file: the learning configuration plus roster and network settings.
+
+One TOML file defines a networked run.  Besides the sections `peer.config` understands,
+it has a `[[peers]]` roster (id, address, pinned Ed25519 public key; nothing says who is
+Byzantine), a `[network]` table of timeouts and limits, and optionally an `[adversary]`
+table that only Byzantine daemons read.
+
+The run id is the SHA-256 of the genesis configuration (the learning configuration's
+genesis hash and the roster with its keys), so peers given different run files reject
+each other's messages instead of silently mixing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from peer.config import ConfigError, RunConfig, _check_keys, _fail, _float, _int, build_config, load_toml
+from peer.crypto import public_key_from_text
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Timeouts (seconds) and limits; defaults suit loopback and a LAN (docs/PROTOCOL.md)."""
+
+    round_timeout: float = 20.0  # a round's deadline once this peer enters it
+    startup_timeout: float = 180.0  # the first round after (re)start waits this long for peers
+    grace: float = 0.25  # with K - f messages in hand, wait only this long for the rest
+    push_timeout: float = 2.0  # one Push RPC
+    retry_interval: float = 0.2  # between push retries and pull attempts
+    max_message_bytes: int = 1 << 20  # larger messages are refused (TOO_LARGE)
+    window_ahead: int = 2  # accept messages at most this many iterations ahead
+    retain_iterations: int = 64  # keep received messages this long for late peers' Pull
+    linger: float = 5.0  # keep serving after the last iteration, for late peers
+
+
+@dataclass(frozen=True)
+class PeerEntry:
+    id: int
+    address: str
+    public_key: str
+
+
+@dataclass(frozen=True)
+class RunFile:
+    config: RunConfig
+    network: NetworkConfig
+    peers: tuple[PeerEntry, ...]
+    adversary: Mapping[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def run_id(self) -> bytes:
+        roster = [[p.id, p.address, p.public_key] for p in self.peers]
+        blob = json.dumps(roster, separators=(",", ":")).encode()
+        return hashlib.sha256(b"decbyzpg-run-v1\0" + self.config.genesis_hash() + blob).digest()
+
+    def peer(self, peer_id: int) -> PeerEntry:
+        for entry in self.peers:
+            if entry.id == peer_id:
+                return entry
+        raise ConfigError(f"config error: --id {peer_id} is not in the roster (ids 0..{len(self.peers) - 1})")
+
+    def public_keys(self) -> dict[int, Any]:
+        return {p.id: public_key_from_text(p.public_key) for p in self.peers}
+
+
+def _network(data: Mapping[str, Any]) -> NetworkConfig:
+    _check_keys("network", data, {f.name for f in fields(NetworkConfig)})
+    d = NetworkConfig()
+    values: dict[str, Any] = {}
+    for f in fields(NetworkConfig):
+        raw = data.get(f.name, getattr(d, f.name))
+        if f.type in ("int", int):
+            values[f.name] = _int(f"network.{f.name}", raw, 1)
+        else:
+            values[f.name] = _float(f"network.{f.name}", raw, 0, low_open=f.name != "linger" and f.name != "grace")
+    if values["grace"] > values["round_timeout"]:
+        raise _fail("network.grace", f"at most network.round_timeout ({values['round_timeout']})", values["grace"])
+    return NetworkConfig(**values)
+
+
+def _roster(raw: Any, num_peers: int) -> tuple[PeerEntry, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("config error: the run file needs a [[peers]] roster (id, address, public_key)")
+    entries = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, Mapping):
+            raise _fail(f"peers[{i}]", "a table", item)
+        _check_keys(f"peers[{i}]", item, {"id", "address", "public_key"})
+        peer_id = _int(f"peers[{i}].id", item.get("id"), 0)
+        address = item.get("address")
+        if not isinstance(address, str) or ":" not in address:
+            raise _fail(f"peers[{i}].address", "a host:port string", address)
+        key = item.get("public_key")
+        try:
+            public_key_from_text(key)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"config error: peers[{i}].public_key: {err}") from None
+        entries.append(PeerEntry(peer_id, address, key))
+    ids = sorted(e.id for e in entries)
+    if ids != list(range(num_peers)):
+        raise ConfigError(f"config error: peers must have ids 0..{num_peers - 1} exactly once each (got {ids})")
+    keys = [e.public_key for e in entries]
+    if len(set(keys)) != len(keys):
+        raise ConfigError("config error: two peers in the roster share a public key")
+    return tuple(sorted(entries, key=lambda e: e.id))
+
+
+def parse_run_file(data: Mapping[str, Any], path: Path | None = None) -> RunFile:
+    data = dict(data)
+    roster = data.pop("peers", None)
+    network = data.pop("network", {})
+    adversary = data.pop("adversary", {})
+    if not isinstance(network, Mapping):
+        raise _fail("network", "a table", network)
+    if not isinstance(adversary, Mapping):
+        raise _fail("adversary", "a table", adversary)
+    # Honest peers never act on the attack section, and a run file says nothing about who
+    # lies: num_byzantine is the bound f every honest peer assumes.
+    data.pop("attack", None)
+    data.setdefault("allow_beyond_tolerance", False)
+    cfg = build_config(data, in_process=False)
+    return RunFile(cfg, _network(network), _roster(roster, cfg.num_peers), dict(adversary), path)
+
+
+def load_run_file(path: str | Path) -> RunFile:
+    return parse_run_file(load_toml(path), Path(path))

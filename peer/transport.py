@@ -1,0 +1,298 @@
+"""The gRPC implementation of the exchange: signed pushes, pulls, round deadlines.
+
+Every peer runs a `Peer` gRPC server and holds a client channel to every other peer.
+Broadcasting a vector signs it once and hands the same bytes to one delivery worker per
+destination, which retries until the round's deadline; a receiver validates every message
+(`peer.wire.Validator`) before it touches state and stores the first valid one per
+(sender, round) (`peer.wire.RoundStore`).  A peer missing messages pulls them, so a late
+or restarted peer catches up and lost pushes are repaired.
+
+A round ends when all K vectors are in, at its deadline, or a short grace period after
+K - f are in: up to f silent peers cost at most the grace period per round.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from decbyzpg.v1 import peer_pb2, peer_pb2_grpc
+from peer import wire
+from peer.exchange import Phase, RoundKey
+from peer.runfile import RunFile
+
+log = logging.getLogger("decbyzpg.transport")
+
+OK = peer_pb2.REJECT_REASON_UNSPECIFIED
+RETRY_LATER = {peer_pb2.REJECT_REASON_TOO_FAR_AHEAD}
+
+
+@dataclass
+class RoundStats:
+    """Per-round timings, summed into the per-iteration metrics."""
+
+    key: RoundKey
+    seconds: float
+    received: int
+    timed_out: bool
+
+
+@dataclass
+class _Outgoing:
+    envelope: peer_pb2.SignedMessage
+    deadline: float
+
+
+class _DeliveryWorker(threading.Thread):
+    """Delivers envelopes to one destination in order, retrying until each one's deadline."""
+
+    def __init__(self, name: str, stub: peer_pb2_grpc.PeerStub, transport: "PeerTransport") -> None:
+        super().__init__(name=name, daemon=True)
+        self.stub = stub
+        self.transport = transport
+        self.queue: "queue.Queue[_Outgoing | None]" = queue.Queue()
+
+    def run(self) -> None:
+        net = self.transport.run.network
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            while not self.transport.stopping.is_set() and time.monotonic() < item.deadline:
+                try:
+                    reply = self.stub.Push(item.envelope, timeout=net.push_timeout)
+                    if reply.reason not in RETRY_LATER:
+                        break
+                except grpc.RpcError:
+                    pass
+                if self.transport.stopping.wait(net.retry_interval):
+                    return
+
+
+class _Servicer(peer_pb2_grpc.PeerServicer):
+    def __init__(self, transport: "PeerTransport") -> None:
+        self.t = transport
+
+    def Push(self, request: peer_pb2.SignedMessage, context: grpc.ServicerContext) -> peer_pb2.PushReply:
+        return peer_pb2.PushReply(reason=self.t.receive(request))
+
+    def Pull(self, request: peer_pb2.PullRequest, context: grpc.ServicerContext) -> peer_pb2.PullReply:
+        if request.run_id != self.t.run_id:
+            return peer_pb2.PullReply()
+        try:
+            key = RoundKey(int(request.iteration), Phase(int(request.phase)), int(request.round))
+        except ValueError:
+            return peer_pb2.PullReply()
+        return peer_pb2.PullReply(messages=self.t.held(key))
+
+    def Evidence(self, request: peer_pb2.EvidenceRequest, context: grpc.ServicerContext) -> peer_pb2.EvidenceReply:
+        return peer_pb2.EvidenceReply(equivocations=self.t.store.evidence())
+
+    def Status(self, request: peer_pb2.StatusRequest, context: grpc.ServicerContext) -> peer_pb2.StatusReply:
+        return peer_pb2.StatusReply(run_id=self.t.run_id, peer_id=self.t.peer_id, iteration=self.t.iteration,
+                                    finished=self.t.finished, rejected=self.t.rejections.counts(),
+                                    accepted=self.t.accepted)
+
+
+class PeerTransport:
+    """One peer's network endpoint: server, clients, validation, storage, round collection."""
+
+    def __init__(self, run: RunFile, peer_id: int, private_key, dim: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        from peer.state_machine import phases_used
+
+        self.run = run
+        self.peer_id = peer_id
+        self.private_key = private_key
+        self.run_id = run.run_id
+        self.clock = clock
+        self.others = [p.id for p in run.peers if p.id != peer_id]
+        cfg = run.config
+        self.quorum = cfg.num_peers - cfg.num_byzantine  # q = K - f, own vector included
+        net = run.network
+        self.validator = wire.Validator(run.run_id, run.public_keys(), peer_id, dim, phases_used(cfg),
+                                        cfg.agreement.rounds, max_message_bytes=net.max_message_bytes,
+                                        window_ahead=net.window_ahead, keep_behind=net.retain_iterations)
+        self.store = wire.RoundStore()
+        self.rejections = wire.RejectionLog()
+        self.own: dict[RoundKey, peer_pb2.SignedMessage] = {}
+        self.own_lock = threading.Lock()
+        self.iteration = 0
+        self.finished = False
+        self.accepted = 0
+        self.crypto_seconds = 0.0
+        self._crypto_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.first_round = True
+        self._server: grpc.Server | None = None
+        self._channels: dict[int, grpc.Channel] = {}
+        self._stubs: dict[int, peer_pb2_grpc.PeerStub] = {}
+        self._workers: dict[int, _DeliveryWorker] = {}
+        self._pull_pool = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="pull")
+        self.health = health.HealthServicer()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, bind: str | None = None) -> int:
+        """Start serving (on the roster address's port unless `bind` says otherwise)."""
+        limit = 4 * self.run.network.max_message_bytes  # above it gRPC itself refuses
+        options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max(8, 2 * len(self.run.peers))),
+                                   options=options)
+        peer_pb2_grpc.add_PeerServicer_to_server(_Servicer(self), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        address = bind or "[::]:" + self.run.peer(self.peer_id).address.rsplit(":", 1)[1]
+        port = self._server.add_insecure_port(address)
+        if port == 0:
+            raise OSError(f"cannot listen on {address}")
+        self._server.start()
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.health.set("decbyzpg.v1.Peer", health_pb2.HealthCheckResponse.SERVING)
+        for other in self.others:
+            channel = grpc.insecure_channel(self.run.peer(other).address, options=options)
+            self._channels[other] = channel
+            self._stubs[other] = peer_pb2_grpc.PeerStub(channel)
+            worker = _DeliveryWorker(f"push-{other}", self._stubs[other], self)
+            worker.start()
+            self._workers[other] = worker
+        return port
+
+    def stop(self, grace: float = 1.0) -> None:
+        self.stopping.set()
+        self.health.enter_graceful_shutdown()
+        for worker in self._workers.values():
+            worker.queue.put(None)
+        self._pull_pool.shutdown(wait=False, cancel_futures=True)
+        if self._server is not None:
+            self._server.stop(grace).wait(grace + 1)
+        for channel in self._channels.values():
+            channel.close()
+
+    def set_iteration(self, t: int) -> None:
+        """Advance the receive window and forget what no peer can still need."""
+        self.iteration = t
+        horizon = t - self.run.network.retain_iterations
+        if horizon > 0:
+            self.store.prune(horizon)
+            with self.own_lock:
+                for key in [k for k in self.own if k.iteration < horizon]:
+                    del self.own[key]
+
+    # ------------------------------------------------------------------ receiving
+    def receive(self, envelope: peer_pb2.SignedMessage) -> int:
+        started = time.perf_counter()
+        verdict = self.validator.check(envelope, self.iteration)
+        with self._crypto_lock:
+            self.crypto_seconds += time.perf_counter() - started
+        reason = verdict.reason
+        if verdict.accepted:
+            reason = self.store.add(verdict)
+        if reason == OK:
+            self.accepted += 1
+        elif reason != peer_pb2.REJECT_REASON_DUPLICATE:
+            sender = envelope.sender if isinstance(envelope, peer_pb2.SignedMessage) else None
+            self.rejections.record(reason, sender=sender)
+        return reason
+
+    def held(self, key: RoundKey) -> list[peer_pb2.SignedMessage]:
+        """Everything this peer holds for a round, its own message included (for Pull)."""
+        messages = list(self.store.envelopes(key))
+        with self.own_lock:
+            if key in self.own:
+                messages.append(self.own[key])
+        return messages
+
+    # ------------------------------------------------------------------ sending
+    def sign(self, key: RoundKey, vector: np.ndarray) -> peer_pb2.SignedMessage:
+        started = time.perf_counter()
+        envelope = wire.sign_message(self.private_key, self.run_id, key, self.peer_id, vector)
+        with self._crypto_lock:
+            self.crypto_seconds += time.perf_counter() - started
+        return envelope
+
+    def deadline(self) -> float:
+        net = self.run.network
+        return self.clock() + (net.startup_timeout if self.first_round else net.round_timeout)
+
+    def send(self, key: RoundKey, per_receiver: Mapping[int, np.ndarray | None], deadline: float) -> None:
+        """Sign and queue one vector per receiver (a broadcast passes the same vector to all)."""
+        signed: dict[int, peer_pb2.SignedMessage] = {}
+        for receiver, vector in per_receiver.items():
+            if vector is None or receiver == self.peer_id or receiver not in self._workers:
+                continue
+            ident = id(vector)
+            envelope = signed.get(ident) or self.sign(key, vector)
+            signed[ident] = envelope
+            self._workers[receiver].queue.put(_Outgoing(envelope, deadline))
+        if len(signed) == 1:
+            with self.own_lock:
+                self.own[key] = next(iter(signed.values()))
+
+    def broadcast(self, key: RoundKey, vector: np.ndarray, deadline: float) -> None:
+        self.send(key, {other: vector for other in self.others}, deadline)
+
+    # ------------------------------------------------------------------ collecting
+    def _pull(self, source: int, key: RoundKey) -> None:
+        request = peer_pb2.PullRequest(run_id=self.run_id, iteration=key.iteration, phase=int(key.phase),
+                                       round=key.round)
+        try:
+            reply = self._stubs[source].Pull(request, timeout=self.run.network.push_timeout)
+        except grpc.RpcError:
+            return
+        for envelope in reply.messages:
+            if envelope.sender != self.peer_id:
+                self.receive(envelope)
+
+    def collect(self, key: RoundKey, deadline: float, expected: set[int] | None = None,
+                quorum: int | None = None) -> tuple[dict[int, np.ndarray], RoundStats]:
+        """Wait for the others' vectors of one round; returns them by sender.
+
+        Ends when every expected sender is in, at `deadline`, or `grace` after `quorum`
+        others are in (q - 1 by default: the own vector makes q).
+        """
+        started = self.clock()
+        expected = set(self.others) if expected is None else expected
+        quorum = self.quorum - 1 if quorum is None else quorum
+        net = self.run.network
+        grace_end: float | None = None
+        next_pull = started + net.retry_interval
+        pending_pulls: dict[int, futures.Future] = {}
+        timed_out = False
+        while True:
+            have = set(self.store.vectors(key)) & expected
+            now = self.clock()
+            if have == expected:
+                break
+            if grace_end is None and len(have) >= quorum:
+                grace_end = now + net.grace
+            if grace_end is not None and now >= grace_end:
+                break
+            if now >= deadline:
+                timed_out = True
+                break
+            if now >= next_pull:
+                for source in expected - have:
+                    future = pending_pulls.get(source)
+                    if future is None or future.done():
+                        pending_pulls[source] = self._pull_pool.submit(self._pull, source, key)
+                next_pull = now + net.retry_interval
+            limit = min(deadline, next_pull, grace_end or deadline) - now
+            self.store.wait_for(key, len(set(self.store.vectors(key))) + 1, max(limit, 0.0005))
+        self.first_round = False
+        vectors = {s: v for s, v in self.store.vectors(key).items() if s in expected}
+        return vectors, RoundStats(key, self.clock() - started, len(vectors), timed_out)
+
+    def exchange(self, key: RoundKey, vector: np.ndarray | None) -> tuple[dict[int, np.ndarray], RoundStats]:
+        """The exchange interface over the network: broadcast ours, collect the others'."""
+        deadline = self.deadline()
+        if vector is not None:
+            self.broadcast(key, vector, deadline)
+        return self.collect(key, deadline)

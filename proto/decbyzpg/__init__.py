@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC modules of the DecByzPG wire protocol (see peer.proto)."""
