@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install run test bench sweeps report clean
+.PHONY: install run test bench sweeps report clean proto cluster
 
 install: $(STAMP)
 
@@ -39,3 +39,7 @@ report: install
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis
+
+## Regenerate the protobuf/gRPC modules after editing proto/decbyzpg/v1/peer.proto.
+proto: install
+	proto/generate.sh

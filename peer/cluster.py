@@ -101,27 +101,48 @@ def merge_peer_logs(peer_dirs: Mapping[int, Path], cfg: RunConfig, out: Path, wa
                         interrupted=interrupted)
     summary.update(network_summary(logs))
     writer.finish(summary)
+    if writer.rows:
+        from peer.plots import plot_run
+
+        plot_run(read_metrics(out / "metrics.csv"), cfg.num_peers, out / "returns.png",
+                 f"{cfg.algorithm} over gRPC, K={cfg.num_peers}, seed {cfg.seed}")
     return summary
 
 
 def network_summary(logs: Mapping[int, list[dict[str, str]]]) -> dict[str, Any]:
-    """Round latency percentiles and the share of time spent communicating / on crypto."""
-    latencies, comm, crypto, total, timed_out = [], 0.0, 0.0, 0.0, 0
+    """Agreement-round latency percentiles and where the honest peers' time went.
+
+    Agreement rounds follow each other with almost no computation in between, so their
+    latency is the protocol's own cost (signing, pushing, verifying, scheduling).  Gradient
+    rounds also include waiting for the slowest peer to finish sampling; that wait is
+    reported apart as `synchronisation_share`.  `communication_share` charges every round
+    (gradient rounds included) the median agreement-round latency, plus all agreement time.
+    """
+    agreement, gradient_waits, crypto, total, rounds, timed_out = [], 0.0, 0.0, 0.0, 0, 0
     for rows in logs.values():
         for r in rows:
-            if r["round_p50_ms"]:
-                latencies.append(float(r["round_p50_ms"]))
-            comm += float(r["comm_seconds"])
+            for item in r.get("round_ms", "").split():
+                kind, value = item.split(":")
+                ms = float(value)
+                rounds += 1
+                if kind.startswith("a"):
+                    agreement.append(ms)
+                else:
+                    gradient_waits += ms / 1e3
             crypto += float(r["crypto_seconds"])
             total += float(r["seconds"])
             timed_out += int(r["rounds_timed_out"])
-    latencies.sort()
+    agreement.sort()
 
     def pct(p: float) -> float | None:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else None
+        return agreement[min(len(agreement) - 1, int(p * len(agreement)))] if agreement else None
 
+    p50 = pct(0.5) or 0.0
+    non_agreement = rounds - len(agreement)
+    communication = sum(agreement) / 1e3 + non_agreement * p50 / 1e3
     return {"round_latency_ms_p50": pct(0.5), "round_latency_ms_p99": pct(0.99),
-            "communication_share": comm / total if total else None,
+            "communication_share": communication / total if total else None,
+            "synchronisation_share": max(0.0, gradient_waits - non_agreement * p50 / 1e3) / total if total else None,
             "crypto_share": crypto / total if total else None, "rounds_timed_out": timed_out}
 
 

@@ -56,6 +56,7 @@ def run_cluster(args: argparse.Namespace, data: dict[str, Any]) -> int:
     table = Table(title="cluster summary", show_header=False)
     for key in ("trajectories_per_agent", "final_honest_return", "trajectories_to_475", "wall_seconds",
                 "round_latency_ms_p50", "round_latency_ms_p99", "communication_share", "crypto_share",
+                "synchronisation_share",
                 "rounds_timed_out"):
         value = summary.get(key)
         table.add_row(key, "never" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value)))

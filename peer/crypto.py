@@ -82,7 +82,7 @@ def generate_key(path: Path | str, *, overwrite: bool = False) -> str:
     path = Path(path)
     directory = path.parent
     if path.exists() and not overwrite:
-        raise KeyFileError(f"key file {path} already exists; refusing to overwrite it (use overwrite=True)")
+        raise _exists_error(path)
     if not directory.is_dir():
         raise KeyFileError(f"cannot create key file {path}: directory {directory} does not exist")
 
@@ -117,6 +117,10 @@ def generate_key(path: Path | str, *, overwrite: bool = False) -> str:
     return public_key_to_text(key.public_key())
 
 
+def _exists_error(path: Path) -> KeyFileError:
+    return KeyFileError(f"key file {path} already exists; refusing to overwrite it (use overwrite=True)")
+
+
 def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
     """Move the finished temporary file to its final name."""
     if overwrite:
@@ -125,13 +129,13 @@ def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
     try:
         os.link(tmp, path)  # atomic create-if-absent
     except FileExistsError:
-        raise KeyFileError(f"key file {path} already exists; refusing to overwrite it (use overwrite=True)") from None
+        raise _exists_error(path) from None
     except OSError as err:
         if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
             raise
         # A filesystem without hard links: fall back to check-then-rename.
         if path.exists():
-            raise KeyFileError(f"key file {path} already exists; refusing to overwrite it (use overwrite=True)") from None
+            raise _exists_error(path) from None
         os.replace(tmp, path)
         return
     os.unlink(tmp)
@@ -169,7 +173,9 @@ def load_private_key(path: Path | str) -> Ed25519PrivateKey:
     """
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # O_NONBLOCK: opening a FIFO planted at the key path must not hang the peer
+        # (it is then refused as not a regular file); no effect on regular files.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise KeyFileError(f"key file {path} does not exist (create one with generate_key)") from None
     except OSError as err:

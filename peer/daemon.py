@@ -36,7 +36,7 @@ log = logging.getLogger("decbyzpg.peer")
 
 COLUMNS = ["iteration", "trajectories_per_agent", "return", "x_t", "env_steps", "gradient_received",
            "agreement_diameter", "agreement_kept_own", "rounds", "round_p50_ms", "round_max_ms",
-           "rounds_timed_out", "comm_seconds", "crypto_seconds", "compute_seconds", "seconds"]
+           "rounds_timed_out", "round_ms", "comm_seconds", "crypto_seconds", "compute_seconds", "seconds"]
 
 
 class Stopped(Exception):
@@ -170,6 +170,8 @@ class PeerDaemon:
             "round_p50_ms": f"{statistics.median(latencies):.3f}" if latencies else "",
             "round_max_ms": f"{max(latencies):.3f}" if latencies else "",
             "rounds_timed_out": sum(s.timed_out for s in stats),
+            # per-round latency, e.g. "g0:41.2 a0:1.9 a1:1.7": g = gradient, a = agreement, m = model
+            "round_ms": " ".join(f"{s.key.phase.name[0].lower()}{s.key.round}:{s.seconds * 1e3:.3f}" for s in stats),
             "comm_seconds": f"{sum(s.seconds for s in stats):.4f}",
             "crypto_seconds": f"{self.transport.crypto_seconds - crypto_before:.4f}",
             "compute_seconds": f"{report.compute_seconds:.4f}",

@@ -82,8 +82,23 @@ class _Servicer(peer_pb2_grpc.PeerServicer):
     def __init__(self, transport: "PeerTransport") -> None:
         self.t = transport
 
-    def Push(self, request: peer_pb2.SignedMessage, context: grpc.ServicerContext) -> peer_pb2.PushReply:
+    def Push(self, request: bytes, context: grpc.ServicerContext) -> peer_pb2.PushReply:
+        # Raw bytes: the validator sizes and parses them itself, so garbage gets a reason code.
         return peer_pb2.PushReply(reason=self.t.receive(request))
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The Peer service, with Push taking undecoded bytes (see Push)."""
+        def unary(fn, request_type):
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=request_type.FromString if request_type else None,
+                response_serializer=lambda reply: reply.SerializeToString())
+
+        return grpc.method_handlers_generic_handler("decbyzpg.v1.Peer", {
+            "Push": unary(self.Push, None),
+            "Pull": unary(self.Pull, peer_pb2.PullRequest),
+            "Evidence": unary(self.Evidence, peer_pb2.EvidenceRequest),
+            "Status": unary(self.Status, peer_pb2.StatusRequest),
+        })
 
     def Pull(self, request: peer_pb2.PullRequest, context: grpc.ServicerContext) -> peer_pb2.PullReply:
         if request.run_id != self.t.run_id:
@@ -147,7 +162,7 @@ class PeerTransport:
         options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max(8, 2 * len(self.run.peers))),
                                    options=options)
-        peer_pb2_grpc.add_PeerServicer_to_server(_Servicer(self), self._server)
+        self._server.add_generic_rpc_handlers((_Servicer(self).handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         address = bind or "[::]:" + self.run.peer(self.peer_id).address.rsplit(":", 1)[1]
         port = self._server.add_insecure_port(address)
@@ -156,8 +171,11 @@ class PeerTransport:
         self._server.start()
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self.health.set("decbyzpg.v1.Peer", health_pb2.HealthCheckResponse.SERVING)
+        # A Pull reply may carry one message per roster entry.
+        client_limit = (len(self.run.peers) + 1) * self.run.network.max_message_bytes
+        client_options = [("grpc.max_receive_message_length", client_limit), ("grpc.max_send_message_length", limit)]
         for other in self.others:
-            channel = grpc.insecure_channel(self.run.peer(other).address, options=options)
+            channel = grpc.insecure_channel(self.run.peer(other).address, options=client_options)
             self._channels[other] = channel
             self._stubs[other] = peer_pb2_grpc.PeerStub(channel)
             worker = _DeliveryWorker(f"push-{other}", self._stubs[other], self)
@@ -187,7 +205,7 @@ class PeerTransport:
                     del self.own[key]
 
     # ------------------------------------------------------------------ receiving
-    def receive(self, envelope: peer_pb2.SignedMessage) -> int:
+    def receive(self, envelope: peer_pb2.SignedMessage | bytes) -> int:
         started = time.perf_counter()
         verdict = self.validator.check(envelope, self.iteration)
         with self._crypto_lock:
@@ -198,8 +216,7 @@ class PeerTransport:
         if reason == OK:
             self.accepted += 1
         elif reason != peer_pb2.REJECT_REASON_DUPLICATE:
-            sender = envelope.sender if isinstance(envelope, peer_pb2.SignedMessage) else None
-            self.rejections.record(reason, sender=sender)
+            self.rejections.record(reason, sender=verdict.sender)
         return reason
 
     def held(self, key: RoundKey) -> list[peer_pb2.SignedMessage]:

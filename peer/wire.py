@@ -179,9 +179,10 @@ class Verdict:
     `reason` is a peer_pb2.RejectReason value; REJECT_REASON_UNSPECIFIED means accepted.
     `sender` is the envelope's sender id whenever the envelope parsed -- *claimed*, not
     authenticated, unless the reason comes after BAD_SIGNATURE in the check order (it is
-    for SENDER_MISMATCH onwards and for accepted messages).  `key` is set once the body
-    parsed and its phase is a known Phase.  `vector` (read-only float32) and `envelope`
-    (a clean copy holding only sender, body and signature) are set only when accepted.
+    for SENDER_MISMATCH onwards and for accepted messages).  `key` is set for BAD_ROUND,
+    BAD_LENGTH, NON_FINITE and accepted messages (the phase is then a known Phase).
+    `vector` (read-only float32) and `envelope` (a clean copy holding only sender, body
+    and signature) are set only when accepted.
     """
 
     reason: int

@@ -221,3 +221,11 @@ def test_domain_must_end_in_single_nul(domain: bytes) -> None:
         crypto.sign(key, domain, b"body")
     with pytest.raises(ValueError, match="single NUL"):
         crypto.verify(key.public_key(), domain, b"body", b"\0" * 64)
+
+
+@posix_only
+def test_load_refuses_fifo_without_hanging(tmp_path: Path) -> None:
+    path = tmp_path / "fifo"
+    os.mkfifo(path, 0o600)
+    with pytest.raises(KeyFileError, match="not a regular file"):
+        crypto.load_private_key(path)

@@ -40,3 +40,87 @@ def test_network_run_is_bit_identical_to_in_process(tmp_path) -> None:
         assert len(history[k]) == len(expected[k])
         for t, (got, want) in enumerate(zip(history[k], expected[k])):
             assert np.array_equal(got, want), f"peer {k} differs at iteration {t}"
+
+
+def test_junk_is_rejected_with_reason_codes_and_changes_nothing(tmp_path) -> None:
+    import hashlib
+    import time
+
+    import grpc
+
+    from decbyzpg.v1 import peer_pb2
+    from peer import wire
+    from peer.exchange import Phase, RoundKey
+
+    network = {"grace": 0.3, "round_timeout": 30.0, "linger": 1.0, "retain_iterations": 1,
+               "max_message_bytes": 65536, "window_ahead": 2}
+    run = make_run(tmp_path, {**SMALL, "trajectories_per_agent": 60}, network=network)
+    history: list[np.ndarray] = []
+    daemons = {}
+    threads = Threads()
+    for k in range(4):
+        daemons[k] = PeerDaemon(run, k, key_of(run, k), tmp_path / f"peer{k}",
+                                on_iteration=(lambda r, m: history.append(m.theta().copy())) if k == 0 else None)
+        threads.start(k, daemons[k])
+    target = daemons[0].transport
+    while target.iteration < 3:
+        time.sleep(0.05)
+    dim = int(daemons[0].machine.theta().size)
+    bad_key, run_id = key_of(run, 4), run.run_id
+    t = target.iteration
+    good = np.zeros(dim, np.float32)
+
+    def body(**over) -> bytes:
+        fields = dict(run_id=run_id, iteration=t, phase=Phase.AGREEMENT, round=0, sender=4, length=dim,
+                      vector=wire.encode_vector(good))
+        fields.update(over)
+        return peer_pb2.RoundMessage(**fields).SerializeToString()
+
+    tampered = wire.sign_body(bad_key, 4, body())
+    tampered.signature = bytes(64)
+    junk = {
+        "MALFORMED": b"\xff\x00 definitely not protobuf",
+        "TOO_LARGE": wire.sign_body(bad_key, 4, body(vector=b"\0" * 80000, length=20000)).SerializeToString(),
+        "UNKNOWN_SENDER": wire.sign_body(bad_key, 99, body(sender=99)).SerializeToString(),
+        "BAD_SIGNATURE": tampered.SerializeToString(),
+        "SENDER_MISMATCH": wire.sign_body(bad_key, 4, body(sender=1)).SerializeToString(),
+        "WRONG_RUN": wire.sign_body(bad_key, 4, body(run_id=hashlib.sha256(b"other").digest())).SerializeToString(),
+        "STALE": wire.sign_body(bad_key, 4, body(iteration=0)).SerializeToString(),
+        "TOO_FAR_AHEAD": wire.sign_body(bad_key, 4, body(iteration=10**6)).SerializeToString(),
+        "BAD_PHASE": wire.sign_body(bad_key, 4, body(phase=Phase.MODEL)).SerializeToString(),
+        "BAD_ROUND": wire.sign_body(bad_key, 4, body(round=99)).SerializeToString(),
+        "BAD_LENGTH": wire.sign_body(bad_key, 4, body(length=dim + 1)).SerializeToString(),
+        "NON_FINITE": wire.sign_body(bad_key, 4, body(vector=wire.encode_vector(np.full(dim, np.nan)))).SerializeToString(),
+        "SELF": wire.sign_body(bad_key, 0, body(sender=0)).SerializeToString(),
+    }
+    impersonation = wire.sign_body(bad_key, 1, body(sender=1)).SerializeToString()  # peer 1's id, peer 4's key
+    channel = grpc.insecure_channel(run.peer(0).address)
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="decbyzpg.v1.Peer"),
+                                                       timeout=5)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    push = channel.unary_unary("/decbyzpg.v1.Peer/Push", request_serializer=None,
+                               response_deserializer=peer_pb2.PushReply.FromString)
+    replies = {name: wire.reason_name(push(raw, timeout=5).reason) for name, raw in junk.items()}
+    assert replies == {name: name for name in junk}
+    assert wire.reason_name(push(impersonation, timeout=5).reason) == "BAD_SIGNATURE"
+    # replay: a genuine message of peer 1, fetched through Pull and pushed again
+    pull = channel.unary_unary("/decbyzpg.v1.Peer/Pull", request_serializer=peer_pb2.PullRequest.SerializeToString,
+                               response_deserializer=peer_pb2.PullReply.FromString)
+    held = pull(peer_pb2.PullRequest(run_id=run_id, iteration=target.iteration, phase=Phase.AGREEMENT, round=0),
+                timeout=5).messages
+    replayed = [m for m in held if m.sender == 1]
+    if replayed:
+        assert wire.reason_name(push(replayed[0].SerializeToString(), timeout=5).reason) in {"DUPLICATE", "STALE"}
+    channel.close()
+    codes = threads.join(120)
+    assert codes == {0: 0, 1: 0, 2: 0, 3: 0}
+    counts = target.rejections.counts()
+    for name in junk:
+        assert counts.get(name, 0) >= 1, (name, counts)
+
+    local = InProcessRun(build_config({**SMALL, "trajectories_per_agent": 60, "attack": {"name": "silence"}}))
+    expected = [local.peers[0].theta().copy() for _ in local.iterate(60)]
+    assert len(history) == len(expected)
+    assert all(np.array_equal(a, b) for a, b in zip(history, expected))

@@ -1,0 +1,654 @@
+"""peer.wire: codec, signing, the validator's every rejection, the round store, the log."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from decbyzpg.v1 import peer_pb2
+from peer import crypto, wire
+from peer.exchange import Phase, RoundKey
+from peer.wire import DOMAIN, RejectionLog, RoundStore, Validator, Verdict
+
+RUN = bytes(range(32))
+OTHER_RUN = bytes(range(1, 33))
+SELF = 0
+DIM = 4
+ROUNDS = 3
+NOW = 10  # the validator's current iteration in most tests
+KEYS = {i: Ed25519PrivateKey.generate() for i in range(5)}
+ROSTER = {i: k.public_key() for i, k in KEYS.items()}
+STRANGER = Ed25519PrivateKey.generate()
+VEC = np.array([1.0, -2.5, 0.0, 3.25], dtype=np.float32)
+G0 = RoundKey(NOW, Phase.GRADIENT)
+A1 = RoundKey(NOW, Phase.AGREEMENT, 1)
+
+RR = peer_pb2
+ALL_REASONS = set(peer_pb2.RejectReason.values())
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def make_validator(**overrides: Any) -> Validator:
+    kwargs: dict[str, Any] = dict(
+        run_id=RUN,
+        roster=ROSTER,
+        self_id=SELF,
+        dim=DIM,
+        phases=[Phase.GRADIENT, Phase.AGREEMENT],
+        agreement_rounds=ROUNDS,
+    )
+    kwargs.update(overrides)
+    return Validator(**kwargs)
+
+
+def body(**fields: Any) -> bytes:
+    """A serialized RoundMessage from peer 1 for G0 carrying VEC, with `fields` overridden."""
+    vector = fields.pop("vec", VEC)
+    msg = dict(
+        run_id=RUN,
+        iteration=G0.iteration,
+        phase=int(G0.phase),
+        round=0,
+        sender=1,
+        length=len(vector),
+        vector=wire.encode_vector(vector),
+    )
+    msg.update(fields)
+    return peer_pb2.RoundMessage(**msg).SerializeToString()
+
+
+def signed(body_bytes: bytes, sender: int = 1, signer: Ed25519PrivateKey | None = None) -> peer_pb2.SignedMessage:
+    key = signer if signer is not None else KEYS[sender]
+    return peer_pb2.SignedMessage(sender=sender, body=body_bytes, signature=crypto.sign(key, DOMAIN, body_bytes))
+
+
+def accepted(sender: int = 1, key: RoundKey = G0, vec: np.ndarray = VEC, validator: Validator | None = None) -> Verdict:
+    env = wire.sign_message(KEYS[sender], RUN, key, sender, vec)
+    verdict = (validator or make_validator()).check(env, NOW)
+    assert verdict.accepted, verdict.reason_name
+    return verdict
+
+
+def unknown_field(n: int, number: int = 99) -> bytes:
+    """A length-delimited field unknown to RoundMessage carrying `n` zero bytes."""
+    out = bytearray()
+    for value in ((number << 3) | 2, n):
+        while value >= 0x80:
+            out.append((value & 0x7F) | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out) + b"\0" * n
+
+
+def bits(a: np.ndarray) -> list[int]:
+    return np.asarray(a, dtype=np.float32).view(np.uint32).tolist()
+
+
+# --------------------------------------------------------------------------- codec
+
+
+def test_encode_is_little_endian_float32() -> None:
+    assert wire.encode_vector(np.array([1.0], dtype=np.float64)) == b"\x00\x00\x80\x3f"
+    big_endian = np.array([1.0, -2.0], dtype=">f4")
+    assert wire.encode_vector(big_endian) == wire.encode_vector(np.array([1.0, -2.0], dtype=np.float32))
+
+
+def test_decode_copies_and_checks_length() -> None:
+    data = bytearray(wire.encode_vector(VEC))
+    out = wire.decode_vector(bytes(data), DIM)
+    assert out.dtype == np.float32 and out.dtype.isnative and out.flags.writeable and out.flags.owndata
+    assert bits(out) == bits(VEC)
+    with pytest.raises(ValueError):
+        wire.decode_vector(bytes(data), DIM + 1)
+    with pytest.raises(ValueError):
+        wire.decode_vector(bytes(data[:-1]), DIM)
+
+
+SPECIAL = np.array(
+    [
+        -0.0,
+        np.uint32(1).view(np.float32),  # smallest subnormal
+        np.uint32(0x807FFFFF).view(np.float32),  # largest negative subnormal
+        np.finfo(np.float32).tiny,
+        np.finfo(np.float32).max,
+        -np.finfo(np.float32).max,
+        1.0 / 3.0,
+        0.0,
+    ],
+    dtype=np.float32,
+)
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_round_trip_bit_exact_special_values(as_bytes: bool) -> None:
+    validator = make_validator(dim=len(SPECIAL))
+    env = wire.sign_message(KEYS[2], RUN, A1, 2, SPECIAL)
+    verdict = validator.check(env.SerializeToString() if as_bytes else env, NOW)
+    assert verdict.accepted
+    assert verdict.sender == 2 and verdict.key == A1
+    assert verdict.vector is not None and verdict.vector.dtype == np.float32
+    assert bits(verdict.vector) == bits(SPECIAL)
+    assert np.signbit(verdict.vector[0])  # negative zero survived
+    assert verdict.envelope is not None and verdict.envelope.body == env.body
+
+
+@FUZZ
+@given(hnp.arrays(np.float32, DIM, elements=st.floats(width=32, allow_nan=False, allow_infinity=False)))
+def test_round_trip_bit_exact_any_finite(vec: np.ndarray) -> None:
+    verdict = make_validator().check(wire.sign_message(KEYS[3], RUN, G0, 3, vec).SerializeToString(), NOW)
+    assert verdict.accepted
+    assert bits(verdict.vector) == bits(vec)  # type: ignore[arg-type]
+
+
+def test_sign_message_body_is_signed_bytes() -> None:
+    env = wire.sign_message(KEYS[1], RUN, A1, 1, VEC)
+    assert env.sender == 1
+    assert ROSTER[1].verify(env.signature, DOMAIN + env.body) is None
+    msg = peer_pb2.RoundMessage.FromString(env.body)
+    assert (msg.run_id, msg.iteration, msg.phase, msg.round, msg.sender, msg.length) == (RUN, NOW, 2, 1, 1, DIM)
+    with pytest.raises(ValueError, match="one-dimensional"):
+        wire.sign_message(KEYS[1], RUN, A1, 1, np.zeros((2, 2), dtype=np.float32))
+
+
+def test_verdict_accepted_vector_is_read_only() -> None:
+    verdict = accepted()
+    assert verdict.vector is not None
+    with pytest.raises(ValueError):
+        verdict.vector[0] = 5.0
+
+
+# --------------------------------------------------------------------------- every rejection
+
+
+def _garbage_body_signed() -> peer_pb2.SignedMessage:
+    return signed(b"\xff\xff\xff\xff")
+
+
+def _tampered() -> peer_pb2.SignedMessage:
+    env = wire.sign_message(KEYS[1], RUN, G0, 1, VEC)
+    b = bytearray(env.body)
+    b[-1] ^= 0x01  # flip one bit of the vector
+    return peer_pb2.SignedMessage(sender=1, body=bytes(b), signature=env.signature)
+
+
+def _undomained() -> peer_pb2.SignedMessage:
+    b = body()
+    return peer_pb2.SignedMessage(sender=1, body=b, signature=KEYS[1].sign(b))  # no domain prefix
+
+
+def _oversize_parsed() -> peer_pb2.SignedMessage:
+    return signed(body() + unknown_field(1 << 20))
+
+
+CASES: dict[str, tuple[Callable[[], Any], int]] = {
+    "ok": (lambda: wire.sign_message(KEYS[1], RUN, G0, 1, VEC), RR.REJECT_REASON_UNSPECIFIED),
+    "ok agreement last round": (lambda: signed(body(phase=2, round=ROUNDS - 1)), RR.REJECT_REASON_UNSPECIFIED),
+    "ok oldest kept": (lambda: signed(body(iteration=NOW - 2)), RR.REJECT_REASON_UNSPECIFIED),
+    "ok furthest ahead": (lambda: signed(body(iteration=NOW + 2)), RR.REJECT_REASON_UNSPECIFIED),
+    "oversize raw": (lambda: b"\0" * ((1 << 20) + 1), RR.REJECT_REASON_TOO_LARGE),
+    "oversize parsed": (_oversize_parsed, RR.REJECT_REASON_TOO_LARGE),
+    "garbage bytes": (lambda: b"\xff\xff\xff\xff\xff", RR.REJECT_REASON_MALFORMED),
+    "truncated envelope": (
+        lambda: wire.sign_message(KEYS[1], RUN, G0, 1, VEC).SerializeToString()[:-3],
+        RR.REJECT_REASON_MALFORMED,
+    ),
+    "not bytes": (lambda: "a str", RR.REJECT_REASON_MALFORMED),
+    "none": (lambda: None, RR.REJECT_REASON_MALFORMED),
+    "signed garbage body": (_garbage_body_signed, RR.REJECT_REASON_MALFORMED),
+    "unknown sender": (lambda: signed(body(sender=99), sender=99, signer=STRANGER), RR.REJECT_REASON_UNKNOWN_SENDER),
+    "empty envelope, sender 0 is self": (lambda: b"", RR.REJECT_REASON_SELF),
+    "own id": (lambda: signed(body(sender=SELF), sender=SELF), RR.REJECT_REASON_SELF),
+    "tampered body": (_tampered, RR.REJECT_REASON_BAD_SIGNATURE),
+    "impersonation": (lambda: signed(body(sender=2), sender=2, signer=KEYS[3]), RR.REJECT_REASON_BAD_SIGNATURE),
+    "stranger's key": (lambda: signed(body(), sender=1, signer=STRANGER), RR.REJECT_REASON_BAD_SIGNATURE),
+    "signature without domain": (_undomained, RR.REJECT_REASON_BAD_SIGNATURE),
+    "empty signature": (lambda: peer_pb2.SignedMessage(sender=1, body=body()), RR.REJECT_REASON_BAD_SIGNATURE),
+    "relabelled sender": (lambda: signed(body(sender=2), sender=3), RR.REJECT_REASON_SENDER_MISMATCH),
+    "wrong run": (lambda: signed(body(run_id=OTHER_RUN)), RR.REJECT_REASON_WRONG_RUN),
+    "no run id": (lambda: signed(body(run_id=b"")), RR.REJECT_REASON_WRONG_RUN),
+    "stale": (lambda: signed(body(iteration=NOW - 3)), RR.REJECT_REASON_STALE),
+    "too far ahead": (lambda: signed(body(iteration=NOW + 3)), RR.REJECT_REASON_TOO_FAR_AHEAD),
+    "max iteration": (lambda: signed(body(iteration=2**64 - 1)), RR.REJECT_REASON_TOO_FAR_AHEAD),
+    "phase 0": (lambda: signed(body(phase=0)), RR.REJECT_REASON_BAD_PHASE),
+    "phase MODEL not used": (lambda: signed(body(phase=3)), RR.REJECT_REASON_BAD_PHASE),
+    "unknown phase": (lambda: signed(body(phase=77)), RR.REJECT_REASON_BAD_PHASE),
+    "agreement round = R": (lambda: signed(body(phase=2, round=ROUNDS)), RR.REJECT_REASON_BAD_ROUND),
+    "agreement round huge": (lambda: signed(body(phase=2, round=2**32 - 1)), RR.REJECT_REASON_BAD_ROUND),
+    "gradient round 1": (lambda: signed(body(round=1)), RR.REJECT_REASON_BAD_ROUND),
+    "short vector": (lambda: signed(body(vec=VEC[:3])), RR.REJECT_REASON_BAD_LENGTH),
+    "long vector": (lambda: signed(body(vec=np.zeros(DIM + 1, np.float32))), RR.REJECT_REASON_BAD_LENGTH),
+    "length > bytes": (lambda: signed(body(vector=wire.encode_vector(VEC[:3]))), RR.REJECT_REASON_BAD_LENGTH),
+    "length < bytes": (lambda: signed(body(vector=wire.encode_vector(VEC) + b"\0")), RR.REJECT_REASON_BAD_LENGTH),
+    "no vector": (lambda: signed(body(length=0, vector=b"")), RR.REJECT_REASON_BAD_LENGTH),
+    "nan": (lambda: signed(body(vec=np.array([0, np.nan, 0, 0], np.float32))), RR.REJECT_REASON_NON_FINITE),
+    "+inf": (lambda: signed(body(vec=np.array([np.inf, 0, 0, 0], np.float32))), RR.REJECT_REASON_NON_FINITE),
+    "-inf": (lambda: signed(body(vec=np.array([0, 0, 0, -np.inf], np.float32))), RR.REJECT_REASON_NON_FINITE),
+    "nan payload": (
+        lambda: signed(body(vector=wire.encode_vector(VEC[:3]) + b"\x01\x00\xc0\xff")),
+        RR.REJECT_REASON_NON_FINITE,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_rejection_reason(name: str) -> None:
+    make, expected = CASES[name]
+    envelope = make()
+    verdict = make_validator().check(envelope, NOW)
+    assert verdict.reason == expected, f"{name}: got {verdict.reason_name}"
+    assert verdict.accepted == (expected == RR.REJECT_REASON_UNSPECIFIED)
+    if not verdict.accepted:
+        assert verdict.vector is None and verdict.envelope is None
+    if isinstance(envelope, peer_pb2.SignedMessage):  # the raw-bytes path agrees
+        assert make_validator().check(envelope.SerializeToString(), NOW).reason == expected
+
+
+def test_every_reason_is_produced() -> None:
+    """The table above plus the store (DUPLICATE, EQUIVOCATION) covers the whole enum."""
+    produced = {expected for _, expected in CASES.values()}
+    store = RoundStore()
+    produced.add(store.add(accepted()))
+    produced.add(store.add(accepted()))  # same body again: Ed25519 is deterministic
+    produced.add(store.add(accepted(vec=VEC + 1)))
+    assert produced == ALL_REASONS
+
+
+def test_sender_of_verdicts() -> None:
+    v = make_validator()
+    assert v.check(b"\xff", NOW).sender is None
+    assert v.check(signed(body(sender=2), sender=3), NOW).sender == 3
+    assert v.check(signed(body(round=1)), NOW).key == RoundKey(NOW, Phase.GRADIENT, 1)
+
+
+def test_phase_model_when_allowed() -> None:
+    v = make_validator(phases=[Phase.GRADIENT, Phase.AGREEMENT, Phase.MODEL])
+    assert v.check(signed(body(phase=3)), NOW).key == RoundKey(NOW, Phase.MODEL, 0)
+    assert v.check(signed(body(phase=3, round=1)), NOW).reason == RR.REJECT_REASON_BAD_ROUND
+
+
+def test_window_follows_current_iteration() -> None:
+    v = make_validator(window_ahead=0, keep_behind=0)
+    env = signed(body(iteration=5))
+    assert v.check(env, 4).reason == RR.REJECT_REASON_TOO_FAR_AHEAD
+    assert v.check(env, 5).accepted
+    assert v.check(env, 6).reason == RR.REJECT_REASON_STALE
+    assert make_validator().check(signed(body(iteration=0)), 0).accepted
+
+
+def test_size_limit_boundary() -> None:
+    limit = wire.max_envelope_bytes(DIM)
+    v = make_validator(max_message_bytes=limit)
+    honest_max = wire.sign_message(KEYS[4], RUN, RoundKey(NOW, Phase.AGREEMENT, ROUNDS - 1), 4, VEC)
+    assert honest_max.ByteSize() <= limit
+    assert v.check(honest_max, NOW).accepted
+    padded = signed(body() + unknown_field(limit))
+    assert v.check(padded, NOW).reason == RR.REJECT_REASON_TOO_LARGE
+    assert v.check(padded.SerializeToString(), NOW).reason == RR.REJECT_REASON_TOO_LARGE
+
+
+def test_unknown_fields_are_covered_by_the_signature() -> None:
+    """A validly signed body with extra fields is verified over exactly the bytes sent."""
+    extra = body() + b"\xf8\x06\x2a"  # field 111 (varint) = 42, unknown to us
+    env = signed(extra)
+    verdict = make_validator().check(env, NOW)
+    assert verdict.accepted
+    assert verdict.envelope is not None and verdict.envelope.body == extra  # kept byte-for-byte
+    # Stripping the extra bytes (what a re-serializing relay might do) breaks the signature.
+    stripped = peer_pb2.SignedMessage(sender=1, body=body(), signature=env.signature)
+    assert make_validator().check(stripped, NOW).reason == RR.REJECT_REASON_BAD_SIGNATURE
+
+
+def test_non_canonical_encoding_verified_as_sent() -> None:
+    """Fields in reverse order: not what SerializeToString produces, yet signed, so valid."""
+    parts = peer_pb2.RoundMessage.FromString(body())
+    reversed_body = b"".join(
+        peer_pb2.RoundMessage(**{name: getattr(parts, name)}).SerializeToString()
+        for name in ["vector", "length", "sender", "round", "phase", "iteration", "run_id"]
+    )
+    assert reversed_body != body()
+    verdict = make_validator().check(signed(reversed_body), NOW)
+    assert verdict.accepted and verdict.envelope is not None and verdict.envelope.body == reversed_body
+    assert bits(verdict.vector) == bits(VEC)  # type: ignore[arg-type]
+
+
+def test_envelope_is_cleaned_of_unsigned_extras() -> None:
+    env = wire.sign_message(KEYS[1], RUN, G0, 1, VEC)
+    raw = env.SerializeToString() + b"\xf8\x06\x01"  # unsigned junk in the envelope
+    verdict = make_validator().check(raw, NOW)
+    assert verdict.accepted and verdict.envelope is not None
+    assert verdict.envelope.SerializeToString() == env.SerializeToString()
+
+
+def test_validator_constructor_checks() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        make_validator(run_id=b"short")
+    with pytest.raises(ValueError, match="too small"):
+        make_validator(max_message_bytes=100)
+    with pytest.raises(ValueError, match="agreement_rounds"):
+        make_validator(agreement_rounds=0)
+    with pytest.raises(TypeError, match="Ed25519PublicKey"):
+        make_validator(roster={1: "ed25519:..."})
+    with pytest.raises(ValueError):
+        make_validator(phases=[0])
+    make_validator(phases=[Phase.GRADIENT], agreement_rounds=0)  # no agreement phase: fine
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+RANDOM_REASONS = {
+    RR.REJECT_REASON_MALFORMED,
+    RR.REJECT_REASON_TOO_LARGE,
+    RR.REJECT_REASON_UNKNOWN_SENDER,
+    RR.REJECT_REASON_SELF,
+    RR.REJECT_REASON_BAD_SIGNATURE,
+}
+FUZZ_VALIDATOR = make_validator(max_message_bytes=wire.max_envelope_bytes(DIM))
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+def test_fuzz_random_bytes(data: bytes) -> None:
+    assert FUZZ_VALIDATOR.check(data, NOW).reason in RANDOM_REASONS
+
+
+@FUZZ
+@given(st.integers(0, 2**32 - 1) | st.sampled_from(list(KEYS)), st.binary(max_size=200), st.binary(max_size=80))
+def test_fuzz_parsed_envelopes(sender: int, body_bytes: bytes, signature: bytes) -> None:
+    env = peer_pb2.SignedMessage(sender=sender, body=body_bytes, signature=signature)
+    assert FUZZ_VALIDATOR.check(env, NOW).reason in RANDOM_REASONS
+
+
+@FUZZ
+@given(
+    st.sampled_from([1, 2, 3, 4]),
+    st.sampled_from([RUN, OTHER_RUN, b""]) | st.binary(max_size=40),
+    st.integers(0, 2**64 - 1) | st.integers(NOW - 4, NOW + 4),
+    st.integers(0, 2**31 - 1) | st.integers(0, 4),
+    st.integers(0, 2**32 - 1) | st.integers(0, 4),
+    st.integers(0, 2**32 - 1) | st.integers(0, 4),
+    st.integers(0, 2**32 - 1) | st.integers(0, DIM + 1),
+    st.binary(max_size=24),
+)
+def test_fuzz_signed_bodies(
+    sender: int, run_id: bytes, iteration: int, phase: int, rnd: int, body_sender: int, length: int, vec: bytes
+) -> None:
+    """Validly signed but arbitrary bodies: never raise; whatever is accepted is sane."""
+    b = peer_pb2.RoundMessage(
+        run_id=run_id, iteration=iteration, phase=phase, round=rnd, sender=body_sender, length=length, vector=vec
+    ).SerializeToString()
+    verdict = FUZZ_VALIDATOR.check(signed(b, sender=sender), NOW)
+    assert verdict.reason in ALL_REASONS
+    if verdict.accepted:
+        assert verdict.vector is not None and verdict.vector.shape == (DIM,)
+        assert np.isfinite(verdict.vector).all()
+        assert body_sender == sender and run_id == RUN and NOW - 2 <= iteration <= NOW + 2
+
+
+VALID_RAW = wire.sign_message(KEYS[1], RUN, G0, 1, VEC).SerializeToString()
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, len(VALID_RAW) - 1), st.integers(1, 255)), min_size=1, max_size=4))
+def test_fuzz_mutated_valid_message(flips: list[tuple[int, int]]) -> None:
+    """Corrupting a valid message never yields an accepted message with other content."""
+    data = bytearray(VALID_RAW)
+    for pos, mask in flips:
+        data[pos] ^= mask
+    verdict = FUZZ_VALIDATOR.check(bytes(data), NOW)
+    if verdict.accepted:
+        original = peer_pb2.SignedMessage.FromString(VALID_RAW)
+        assert verdict.envelope is not None
+        assert (verdict.envelope.sender, verdict.envelope.body) == (original.sender, original.body)
+
+
+# --------------------------------------------------------------------------- round store
+
+
+def test_store_first_wins_duplicate_equivocation() -> None:
+    store = RoundStore()
+    first = accepted(1)
+    assert store.add(first) == RR.REJECT_REASON_UNSPECIFIED
+    assert store.add(accepted(1)) == RR.REJECT_REASON_DUPLICATE
+    assert store.evidence() == [] and store.equivocators() == set()
+    second = accepted(1, vec=VEC * 2)
+    assert store.add(second) == RR.REJECT_REASON_EQUIVOCATION
+    assert bits(store.vectors(G0)[1]) == bits(VEC)  # the first stays
+    assert store.count(G0) == 1
+    assert store.equivocators() == {1}
+    [ev] = store.evidence()
+    assert isinstance(ev, peer_pb2.Equivocation)
+    assert ev.first.body == first.envelope.body and ev.second.body == second.envelope.body  # type: ignore[union-attr]
+    # The evidence is self-contained proof: both halves verify under the pinned key.
+    for half in (ev.first, ev.second):
+        assert make_validator().check(half.SerializeToString(), NOW).accepted
+    # A third version for the same slot: still equivocation, but one record per slot.
+    assert store.add(accepted(1, vec=VEC * 3)) == RR.REJECT_REASON_EQUIVOCATION
+    assert len(store.evidence()) == 1
+
+
+def test_store_same_vector_different_signed_body_is_equivocation() -> None:
+    store = RoundStore()
+    v = make_validator()
+    store.add(v.check(signed(body()), NOW))
+    assert store.add(v.check(signed(body() + b"\xf8\x06\x01"), NOW)) == RR.REJECT_REASON_EQUIVOCATION
+
+
+def test_store_rounds_and_senders_are_separate() -> None:
+    store = RoundStore()
+    for sender in (1, 2, 3):
+        assert store.add(accepted(sender, G0, VEC + sender)) == RR.REJECT_REASON_UNSPECIFIED
+    assert store.add(accepted(1, A1)) == RR.REJECT_REASON_UNSPECIFIED
+    assert store.count(G0) == 3 and store.count(A1) == 1
+    assert store.count(RoundKey(NOW, Phase.AGREEMENT, 2)) == 0
+    got = store.vectors(G0)
+    assert sorted(got) == [1, 2, 3] and bits(got[2]) == bits(VEC + 2)
+    envs = store.envelopes(G0)
+    assert [e.sender for e in envs] == [1, 2, 3]
+    for e in envs:  # Pull replies re-verify at the requester
+        assert make_validator().check(e, NOW).accepted
+    assert store.keys() == [G0, A1]
+    assert store.vectors(RoundKey(99, Phase.GRADIENT)) == {}
+
+
+def test_store_rejects_unaccepted_verdict() -> None:
+    with pytest.raises(ValueError, match="only accepted"):
+        RoundStore().add(make_validator().check(b"\xff", NOW))
+
+
+def test_store_vectors_read_only() -> None:
+    store = RoundStore()
+    store.add(accepted())
+    with pytest.raises(ValueError):
+        store.vectors(G0)[1][0] = 1.0
+
+
+def test_store_evidence_bounded() -> None:
+    store = RoundStore(max_evidence=3, max_evidence_per_sender=2)
+    validator = make_validator(window_ahead=100)
+    for sender in (1, 2, 3):
+        for t in range(NOW, NOW + 5):
+            key = RoundKey(t, Phase.GRADIENT)
+            store.add(accepted(sender, key, VEC, validator))
+            assert store.add(accepted(sender, key, VEC + 1, validator)) == RR.REJECT_REASON_EQUIVOCATION
+    evidence = store.evidence()
+    assert len(evidence) == 3
+    assert sorted(e.first.sender for e in evidence) == [1, 1, 2]  # per-sender cap left room for 2
+    assert store.equivocators() == {1, 2, 3}  # remembered even without kept evidence
+
+
+def test_store_evidence_byte_bound() -> None:
+    one = accepted().envelope.ByteSize()  # type: ignore[union-attr]
+    store = RoundStore(max_evidence_bytes=3 * one)
+    validator = make_validator(window_ahead=100)
+    for t in range(NOW, NOW + 4):
+        key = RoundKey(t, Phase.GRADIENT)
+        store.add(accepted(1, key, VEC, validator))
+        store.add(accepted(1, key, VEC + 1, validator))
+    assert len(store.evidence()) == 1
+
+
+def test_store_prune_bounds_memory() -> None:
+    store = RoundStore()
+    validator = make_validator()
+    for t in range(200):
+        key = RoundKey(t, Phase.AGREEMENT, t % ROUNDS)
+        for sender, vec in [(1, VEC), (2, VEC), (3, VEC), (3, VEC + 1)]:  # 3 equivocates every time
+            store.add(validator.check(wire.sign_message(KEYS[sender], RUN, key, sender, vec), t))
+        assert store.count(key) == 3
+        store.prune(t - 2)
+        assert len(store.keys()) <= 3
+        assert len(store.evidence()) <= 3
+    assert [k.iteration for k in store.keys()] == [197, 198, 199]
+    assert store.equivocators() == {3}
+
+
+def test_store_refuses_adds_below_pruned_watermark() -> None:
+    store = RoundStore()
+    verdict = accepted(1, RoundKey(NOW - 2, Phase.GRADIENT))  # validated while still in window...
+    store.prune(NOW - 1)  # ...then the peer moved on
+    assert store.add(verdict) == RR.REJECT_REASON_STALE
+    assert store.keys() == []
+
+
+def test_wait_for_with_adding_thread() -> None:
+    store = RoundStore()
+    verdicts = [accepted(s) for s in (1, 2, 3)]
+
+    def feed() -> None:
+        for v in verdicts:
+            time.sleep(0.01)
+            store.add(v)
+
+    thread = threading.Thread(target=feed)
+    start = time.monotonic()
+    thread.start()
+    assert store.wait_for(G0, 3, timeout=5.0) == 3
+    assert time.monotonic() - start < 2.0
+    thread.join()
+    assert store.wait_for(G0, 2, timeout=0) == 3  # already satisfied
+    start = time.monotonic()
+    assert store.wait_for(G0, 4, timeout=0.05) == 3  # times out with what it has
+    assert 0.04 <= time.monotonic() - start < 1.0
+
+
+def test_wait_for_empty_round_times_out() -> None:
+    store = RoundStore()
+    assert store.wait_for(A1, 1, timeout=0.01) == 0
+
+
+def test_store_concurrent_adds_first_wins() -> None:
+    store = RoundStore()
+    same = [accepted(1) for _ in range(8)]
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def add(v: Verdict) -> None:
+        r = store.add(v)
+        with lock:
+            results.append(r)
+
+    threads = [threading.Thread(target=add, args=(v,)) for v in same]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [RR.REJECT_REASON_UNSPECIFIED] + [RR.REJECT_REASON_DUPLICATE] * 7
+
+
+# --------------------------------------------------------------------------- rejection log
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "peer.wire"]
+
+
+def test_rejection_log_rate_limits(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="peer.wire")
+    clock = FakeClock()
+    rl = RejectionLog(interval=10.0, clock=clock)
+    for _ in range(100):
+        rl.record(RR.REJECT_REASON_BAD_SIGNATURE, 3, origin="ipv4:10.0.0.3:5000")
+    assert rl.counts() == {"BAD_SIGNATURE": 100}
+    lines = _lines(caplog)
+    assert len(lines) == 1
+    assert "sender 3" in lines[0] and "BAD_SIGNATURE" in lines[0] and "10.0.0.3" in lines[0]
+    assert caplog.records[0].levelno == logging.WARNING
+
+    clock.now += 9.9
+    rl.record(RR.REJECT_REASON_BAD_SIGNATURE, 3)
+    assert len(_lines(caplog)) == 1
+    clock.now += 0.2
+    rl.record(RR.REJECT_REASON_BAD_SIGNATURE, 3)
+    lines = _lines(caplog)
+    assert len(lines) == 2 and "100 more like it suppressed" in lines[1]
+
+    rl.record(RR.REJECT_REASON_BAD_SIGNATURE, 4)  # another sender: its own budget
+    rl.record(RR.REJECT_REASON_STALE, 3)  # another reason: its own budget
+    assert len(_lines(caplog)) == 4
+    assert rl.counts() == {"BAD_SIGNATURE": 103, "STALE": 1}
+
+
+def test_rejection_log_unknown_senders_share_one_budget(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="peer.wire")
+    rl = RejectionLog(clock=FakeClock())
+    for sender in range(10_000, 12_000):
+        rl.record(RR.REJECT_REASON_UNKNOWN_SENDER, sender)
+        rl.record(RR.REJECT_REASON_MALFORMED, None)
+    assert len(_lines(caplog)) == 2
+    assert rl.counts() == {"UNKNOWN_SENDER": 2000, "MALFORMED": 2000}
+
+
+def test_rejection_log_table_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="peer.wire")
+    rl = RejectionLog(clock=FakeClock(), max_keys=4)
+    for sender in range(100):
+        rl.record(RR.REJECT_REASON_BAD_SIGNATURE, sender)
+    assert len(_lines(caplog)) == 5  # 4 tracked pairs + the shared overflow slot
+    assert len(rl._limits) == 5
+
+
+def test_rejection_log_flush_and_accepted(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="peer.wire")
+    rl = RejectionLog(clock=FakeClock())
+    for _ in range(5):
+        rl.record(RR.REJECT_REASON_NON_FINITE, 2)
+        rl.record(RR.REJECT_REASON_UNSPECIFIED, 2)
+    assert rl.accepted() == 5 and rl.counts() == {"NON_FINITE": 5}
+    caplog.clear()
+    rl.flush()
+    assert _lines(caplog) == ["rejected 4 more message(s) from sender 2: NON_FINITE"]
+    caplog.clear()
+    rl.flush()
+    assert _lines(caplog) == []
+
+
+def test_rejection_log_duplicates_are_debug(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="peer.wire")
+    rl = RejectionLog(clock=FakeClock())
+    rl.record_verdict(Verdict(RR.REJECT_REASON_DUPLICATE, 1))
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+    assert rl.counts() == {"DUPLICATE": 1}
+
+
+def test_reason_names() -> None:
+    assert wire.reason_name(RR.REJECT_REASON_UNSPECIFIED) == "ACCEPTED"
+    assert wire.reason_name(RR.REJECT_REASON_SELF) == "SELF"
+    assert wire.reason_name(999) == "UNKNOWN_999"
