@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-## The main job: 13 peers in one process, 3 of them AvgZero Byzantines, CartPole.
+## The main job: 13 peer daemons on loopback, 3 of them AvgZero Byzantines, CartPole.
 run: install
-	$(BIN)/decbyzpg run $(ARGS)
+	$(BIN)/decbyzpg cluster $(ARGS)
 
 ## The test suite (a few minutes on 2 cores).
 test: install

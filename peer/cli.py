@@ -137,10 +137,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise ConfigError("sweep needs --suite or --algorithms (with --peers, --byzantine, --attacks)")
         jobs = sweep.grid(args.algorithms, args.peers, args.byzantine, args.attacks or ["avg_zero"], args.seeds,
                           base, budget, args.allow_beyond_tolerance)
-        title, name = "Sweep", "sweep"
+        title, name = args.title or "Sweep", "sweep"
     out = Path(args.out) if args.out else DEFAULT_RESULTS / f"sweep-{name}"
     results = sweep.run_jobs(jobs, out, args.jobs)
-    threshold = None if args.suite == "lunar" else 475.0
+    threshold = None if (args.suite or "").startswith("lunar") else 475.0
     rows = sweep.write_outputs(results, out, name, title, threshold)
     print(sweep.markdown_table(rows))
     print(f"figure: {out / (name + '.png')}  table: {out / 'table.md'}")
@@ -160,7 +160,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from peer.report import write_report
 
-    write_report([Path(p) for p in args.sweeps], Path(args.out), args.bench)
+    write_report([Path(p) for p in args.sweeps], Path(args.out), args.bench, [Path(c) for c in args.cluster])
     print(f"wrote {args.out}")
     return 0
 
@@ -267,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Run a named suite (the paper's figures) or a grid, then plot mean +/- std "
                                     "over seeds. Finished runs are reused, so an interrupted sweep resumes.")
     _add_config_flags(sw)
-    sw.add_argument("--suite", choices=("speedup", "attacks", "lunar"), help="the paper's figure to reproduce")
+    sw.add_argument("--suite", choices=("speedup", "attacks", "lunar", "lunar-decentralized"),
+                    help="the paper's figure to reproduce")
+    sw.add_argument("--title", help="title of the figure and table (grids)")
     sw.add_argument("--algorithms", type=_csv, help="grid: e.g. decbyzpg,dec-page-pg")
     sw.add_argument("--peers", type=_ints, default=[13], help="grid: K values, e.g. 5,13")
     sw.add_argument("--byzantine", type=_ints, default=[0], help="grid: f values, e.g. 0,3")
@@ -333,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write docs/RESULTS.md from sweep directories")
     report.add_argument("sweeps", nargs="+", help="sweep directories (results/sweep-*)")
     report.add_argument("--bench", help="JSON written by `decbyzpg bench` to include")
+    report.add_argument("--cluster", action="append", default=[], metavar="DIR",
+                        help="a `decbyzpg cluster` results directory to include (repeatable)")
     report.add_argument("--out", default="docs/RESULTS.md")
     report.set_defaults(func=cmd_report)
     return parser

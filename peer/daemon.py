@@ -36,7 +36,8 @@ log = logging.getLogger("decbyzpg.peer")
 
 COLUMNS = ["iteration", "trajectories_per_agent", "return", "x_t", "env_steps", "gradient_received",
            "agreement_diameter", "agreement_kept_own", "rounds", "round_p50_ms", "round_max_ms",
-           "rounds_timed_out", "round_ms", "comm_seconds", "crypto_seconds", "compute_seconds", "seconds"]
+           "rounds_timed_out", "round_ms", "rejected", "equivocators", "comm_seconds", "crypto_seconds",
+           "compute_seconds", "seconds"]
 
 
 class Stopped(Exception):
@@ -172,6 +173,8 @@ class PeerDaemon:
             "rounds_timed_out": sum(s.timed_out for s in stats),
             # per-round latency, e.g. "g0:41.2 a0:1.9 a1:1.7": g = gradient, a = agreement, m = model
             "round_ms": " ".join(f"{s.key.phase.name[0].lower()}{s.key.round}:{s.seconds * 1e3:.3f}" for s in stats),
+            "rejected": sum(self.transport.rejections.counts().values()),
+            "equivocators": " ".join(str(i) for i in sorted(self.transport.store.equivocators())),
             "comm_seconds": f"{sum(s.seconds for s in stats):.4f}",
             "crypto_seconds": f"{self.transport.crypto_seconds - crypto_before:.4f}",
             "compute_seconds": f"{report.compute_seconds:.4f}",
@@ -181,8 +184,20 @@ class PeerDaemon:
             "run_id": self.run.run_id, "peer_id": self.peer_id, "machine": self.machine.state_dict(),
             "trajectories": self.trajectories, "env_steps": self.env_steps,
         })
+        self.write_network_report()
         if self.on_iteration is not None:
             self.on_iteration(report, self.machine)
+
+    def write_network_report(self) -> None:
+        """network.json: rejections by reason, equivocators, evidence count (atomic)."""
+        import json
+
+        transport = self.transport
+        atomic_write(self.out_dir / "network.json", json.dumps({
+            "peer_id": self.peer_id, "iteration": self.machine.t, "accepted": transport.accepted,
+            "rejected": transport.rejections.counts(), "equivocators": sorted(transport.store.equivocators()),
+            "evidence": len(transport.store.evidence()),
+        }, indent=2) + "\n")
 
     def serve(self, bind: str | None = None, linger: float | None = None) -> int:
         """Run to the end of the trajectory budget; returns an exit status (0 = finished)."""
