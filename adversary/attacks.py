@@ -17,6 +17,7 @@ Which exchange each attack acts on (`phases`, overridable with the `phases` para
   equivocation    both; mean +/- spread * direction to two halves of the honest peers
   mda_fooling     agreement; a vector just inside the honest ball in a fixed direction
   silence         both; sends nothing
+  late_delivery   both; blends in, `delay` seconds late (over the wire); in process: silence
 In the phases an attack does not act on, Byzantine peers send the honest mean, so they are
 indistinguishable from honest peers there.  random_action is the exception: its peers
 run the honest state machine (`needs_shadow`) and send what it computes.
@@ -249,9 +250,26 @@ class Silence(Attack):
         return {b: {} for b in view.byzantine_ids}
 
 
+class LateDelivery(Attack):
+    """Blend in, but `delay` seconds late: after honest peers' grace period has closed the
+    round, so the message only costs them the wait.  In process there is no clock, so a
+    late message is one that misses its round: the same as silence."""
+
+    name = "late_delivery"
+    params_spec = {"delay": float}
+    delay = 1.0
+
+    def craft(self, view: RoundView) -> Messages:
+        return {b: {} for b in view.byzantine_ids}
+
+    def wire_messages(self, view: RoundView) -> Messages:
+        return self.blend_in(view)
+
+
 ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls
-    for cls in (RandomAction, LargeNoise, AvgZero, SignFlip, ALIE, IPM, Mimic, Equivocation, MDAFooling, Silence)
+    for cls in (RandomAction, LargeNoise, AvgZero, SignFlip, ALIE, IPM, Mimic, Equivocation, MDAFooling, Silence,
+                LateDelivery)
 }
 ATTACK_NAMES = ("none", *ATTACKS)
 

@@ -47,7 +47,7 @@ def run_adversary(run: RunFile, peer_id: int, private_key: Any, out: Path, name:
         return daemon.serve(bind=bind)
     from adversary.daemon import ByzantineDaemon
 
-    byzantine = ByzantineDaemon(run, peer_id, private_key, attack, ids, out)
+    byzantine = ByzantineDaemon(run, peer_id, private_key, attack, ids, out, options=run.adversary)
     signal.signal(signal.SIGTERM, byzantine.request_stop)
     signal.signal(signal.SIGINT, byzantine.request_stop)
     return byzantine.serve(bind=bind)

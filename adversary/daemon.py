@@ -1,11 +1,22 @@
 """A Byzantine peer as a real daemon: same roster entry, keys, protocol and commands.
 
-It is a rushing adversary: for every round it first waits (until the round's deadline)
-for the vectors of all honest peers, which honest peers broadcast identically to every
-peer, so each Byzantine daemon sees the same honest vectors.  It then runs the same
-`Attack` as the in-process coalition, with the same per-round random stream, computes
-the messages of the whole coalition and sends its own share.  Given the same honest
-vectors the network run therefore reproduces the in-process run exactly.
+By default it is a rushing adversary: for every round it first waits (until the round's
+deadline) for the vectors of all honest peers, which honest peers broadcast identically to
+every peer.  The Byzantine daemons collude through a side channel made of the protocol's
+own Pull RPC: each also pulls the round from its fellow Byzantines, so a Byzantine that
+missed an honest message still learns it (the envelopes are signed by the honest sender,
+so colluders cannot lie to each other about them either).  It then runs the same `Attack`
+as the in-process coalition, with the same per-round random stream, computes the messages
+of the whole coalition and sends its own share.  Given the same honest vectors the
+network run therefore reproduces the in-process run exactly.
+
+Run-file options (`[adversary]`, never read by honest peers):
+  attack, params          the learning attack (adversary.attacks)
+  byzantine_ids           the coalition (it knows who is honest from this)
+  rushing = true          wait for the honest vectors first; false: send at once with
+                          whatever has arrived
+  misbehaviour = [...]    protocol-level junk (adversary.misbehaviour), or "all"
+  misbehaviour_every = 1  every n-th round
 
 Attacks that follow the protocol with corrupted data (random_action) run the honest
 daemon with a corrupted behaviour policy instead (see `adversary.cli`).
@@ -13,17 +24,23 @@ daemon with a corrupted behaviour policy instead (see `adversary.cli`).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from adversary.attacks import Attack, RoundView
-from peer import randomness
+from adversary.misbehaviour import Misbehaviour
+from peer import randomness, wire
+from peer.exchange import Phase
 from peer.policy import build_policy, get_flat
+from peer.results import atomic_write
 from peer.runfile import RunFile
 from peer.sampling import Sampler
-from peer.exchange import Phase
 from peer.state_machine import SERVER_ID, iteration_count, round_keys
 from peer.transport import PeerTransport
 
@@ -41,18 +58,25 @@ def model_dimension(run: RunFile) -> int:
 
 class ByzantineDaemon:
     def __init__(self, run: RunFile, peer_id: int, private_key: Any, attack: Attack,
-                 byzantine_ids: Sequence[int], out_dir: Path) -> None:
+                 byzantine_ids: Sequence[int], out_dir: Path, options: Mapping[str, Any] | None = None) -> None:
         if peer_id not in byzantine_ids:
             raise ValueError(f"peer {peer_id} is not among the Byzantine ids {list(byzantine_ids)}")
+        options = dict(options or {})
         self.run = run
         self.cfg = run.config
         self.peer_id = peer_id
+        self.private_key = private_key
         self.attack = attack
         self.byzantine_ids = tuple(sorted(byzantine_ids))
         self.honest_ids = tuple(p.id for p in run.peers if p.id not in self.byzantine_ids)
         self.key = self.cfg.genesis_hash()
-        self.transport = PeerTransport(run, peer_id, private_key, model_dimension(run))
+        self.dim = model_dimension(run)
+        self.transport = PeerTransport(run, peer_id, private_key, self.dim)
         self.out_dir = Path(out_dir)
+        self.rushing = bool(options.get("rushing", True))
+        self.misbehaviour = Misbehaviour.from_table(options)
+        self.junk_replies: Counter[str] = Counter()
+        self._junk_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="junk")
         self.stop_requested = threading.Event()
 
     def request_stop(self, *_: Any) -> None:
@@ -62,11 +86,49 @@ class ByzantineDaemon:
         deadline = self.transport.deadline()
         # ByzPG's model round carries only the server's parameters: wait for nobody else.
         senders = {SERVER_ID} if key.phase == Phase.MODEL else set(self.honest_ids)
-        honest, _ = self.transport.collect(key, deadline, expected=senders, quorum=len(senders))
+        if self.rushing:
+            colluders = set(self.byzantine_ids) - {self.peer_id}
+            honest, _ = self.transport.collect(key, deadline, expected=senders, quorum=len(senders),
+                                               also_pull=colluders)
+        else:
+            honest = {s: v for s, v in self.transport.store.vectors(key).items() if s in senders}
         rng = randomness.stream(self.key, "attack", key.iteration, int(key.phase), key.round)
         view = RoundView(key, honest, list(self.honest_ids), self.byzantine_ids, {}, rng)
-        messages = self.attack.messages(view)
-        self.transport.send(key, messages.get(self.peer_id, {}), deadline)
+        late = getattr(self.attack, "wire_messages", None)
+        messages = late(view) if late is not None else self.attack.messages(view)
+        delay = float(getattr(self.attack, "delay", 0.0)) if late is not None else 0.0
+        mine = messages.get(self.peer_id, {})
+        if delay > 0:
+            self._junk_pool.submit(self._send_later, key, mine, deadline + delay, delay)
+        else:
+            self.transport.send(key, mine, deadline)
+        with self.transport.own_lock:
+            own = self.transport.own.get(key)
+        if own is not None:
+            self.misbehaviour.remember(key, own)
+        if self.misbehaviour.due():
+            self._misbehave(key)
+
+    def _send_later(self, key, mine, deadline: float, delay: float) -> None:
+        if not self.stop_requested.wait(delay):
+            self.transport.send(key, mine, deadline)
+
+    def _misbehave(self, key) -> None:
+        rng = randomness.stream(self.key, "misbehaviour", self.peer_id, key.iteration, int(key.phase), key.round)
+        for victim in self.honest_ids:
+            for kind, raw in self.misbehaviour.messages(self.private_key, self.run.run_id, key, self.peer_id,
+                                                        self.dim, victim, self.run.network.max_message_bytes, rng):
+                self._junk_pool.submit(self._push_junk, victim, kind, raw)
+
+    def _push_junk(self, victim: int, kind: str, raw: bytes) -> None:
+        reason = self.transport.push_raw(victim, raw)
+        self.junk_replies[f"{kind}->{'unreachable' if reason is None else wire.reason_name(reason)}"] += 1
+
+    def write_report(self) -> None:
+        atomic_write(self.out_dir / "adversary.json", json.dumps({
+            "peer_id": self.peer_id, "attack": self.attack.name, "byzantine_ids": list(self.byzantine_ids),
+            "misbehaviour": list(self.misbehaviour.kinds), "replies": dict(sorted(self.junk_replies.items())),
+        }, indent=2) + "\n")
 
     def serve(self, bind: str | None = None, linger: float | None = None) -> int:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,8 +142,12 @@ class ByzantineDaemon:
                     if self.stop_requested.is_set():
                         return 130
                     self.play_round(key)
+                if t % 10 == 0:
+                    self.write_report()
             self.transport.finished = True
             self.stop_requested.wait(self.run.network.linger if linger is None else linger)
             return 0
         finally:
+            self._junk_pool.shutdown(wait=True, cancel_futures=True)
+            self.write_report()
             self.transport.stop()

@@ -74,6 +74,11 @@ class _DeliveryWorker(threading.Thread):
                         break
                 except grpc.RpcError:
                     pass
+                # Retry only the newest message: with newer ones queued behind a failing one,
+                # move on (the destination pulls what it missed), so a dead peer's queue stays
+                # bounded instead of holding every round until its deadline.
+                if not self.queue.empty():
+                    break
                 if self.transport.stopping.wait(net.retry_interval):
                     return
 
@@ -268,12 +273,25 @@ class PeerTransport:
             if envelope.sender != self.peer_id:
                 self.receive(envelope)
 
+    def push_raw(self, receiver: int, data: bytes) -> int | None:
+        """Push arbitrary bytes as an envelope (Byzantine daemons' protocol misbehaviour).
+
+        Returns the receiver's reason code, or None if the call failed."""
+        call = self._channels[receiver].unary_unary("/decbyzpg.v1.Peer/Push", request_serializer=None,
+                                                    response_deserializer=peer_pb2.PushReply.FromString)
+        try:
+            return call(data, timeout=self.run.network.push_timeout).reason
+        except grpc.RpcError:
+            return None
+
     def collect(self, key: RoundKey, deadline: float, expected: set[int] | None = None,
-                quorum: int | None = None) -> tuple[dict[int, np.ndarray], RoundStats]:
+                quorum: int | None = None, also_pull: set[int] = frozenset()) -> tuple[dict[int, np.ndarray], RoundStats]:
         """Wait for the others' vectors of one round; returns them by sender.
 
         Ends when every expected sender is in, at `deadline`, or `grace` after `quorum`
-        others are in (q - 1 by default: the own vector makes q).
+        others are in (q - 1 by default: the own vector makes q).  Missing senders are
+        pulled from directly; `also_pull` names further peers to pull from (colluding
+        Byzantine peers use it as their side channel).
         """
         started = self.clock()
         expected = set(self.others) if expected is None else expected
@@ -296,7 +314,7 @@ class PeerTransport:
                 timed_out = True
                 break
             if now >= next_pull:
-                for source in expected - have:
+                for source in (expected - have) | set(also_pull):
                     future = pending_pulls.get(source)
                     if future is None or future.done():
                         pending_pulls[source] = self._pull_pool.submit(self._pull, source, key)

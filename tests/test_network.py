@@ -124,3 +124,38 @@ def test_junk_is_rejected_with_reason_codes_and_changes_nothing(tmp_path) -> Non
     expected = [local.peers[0].theta().copy() for _ in local.iterate(60)]
     assert len(history) == len(expected)
     assert all(np.array_equal(a, b) for a, b in zip(history, expected))
+
+
+def test_byzantine_daemon_with_protocol_misbehaviour_changes_nothing(tmp_path) -> None:
+    """AvgZero plus every kind of protocol junk: rejected with its code, results unchanged."""
+    import json
+
+    from adversary.misbehaviour import EXPECTED_REASON
+
+    run = make_run(tmp_path, SMALL, byzantine_ids=[4], network=PATIENT)
+    history: list[np.ndarray] = []
+    daemons = {k: PeerDaemon(run, k, key_of(run, k), tmp_path / f"peer{k}",
+                             on_iteration=(lambda r, m: history.append(m.theta().copy())) if k == 0 else None)
+               for k in range(4)}
+    threads = Threads()
+    for k, daemon in daemons.items():
+        threads.start(k, daemon)
+    byzantine = ByzantineDaemon(run, 4, key_of(run, 4), make_attack("avg_zero"), [4], tmp_path / "peer4",
+                                options={"misbehaviour": "all", "misbehaviour_every": 2})
+    threads.start(4, byzantine)
+    assert threads.join(120) == {0: 0, 1: 0, 2: 0, 3: 0, 4: 0}
+
+    local = InProcessRun(build_config({**SMALL, "attack": {"name": "avg_zero"}}))
+    expected = [local.peers[0].theta().copy() for _ in local.iterate(SMALL["trajectories_per_agent"])]
+    assert len(history) == len(expected)
+    assert all(np.array_equal(a, b) for a, b in zip(history, expected))
+
+    replies = json.loads((tmp_path / "peer4" / "adversary.json").read_text())["replies"]
+    for kind, reason in EXPECTED_REASON.items():
+        if kind == "replay":  # a replayed message is a duplicate, or stale once pruned
+            assert replies.get(f"replay->DUPLICATE", 0) + replies.get("replay->STALE", 0) > 0, replies
+            continue
+        assert replies.get(f"{kind}->{reason}", 0) > 0, (kind, replies)
+    assert not [k for k in replies if k.endswith("->ACCEPTED")], replies
+    network = json.loads((tmp_path / "peer0" / "network.json").read_text())
+    assert network["equivocators"] == [4] and network["evidence"] >= 1
