@@ -58,7 +58,7 @@ class Misbehaviour:
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> "Misbehaviour":
         kinds = table.get("misbehaviour", [])
-        if kinds == "all":
+        if kinds == "all" or kinds == ["all"]:
             kinds = list(KINDS)
         if not isinstance(kinds, list):
             raise ValueError(f"adversary.misbehaviour must be a list of kinds or \"all\" (got {kinds!r})")

@@ -237,6 +237,22 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     return run_cluster(args, _config_data(args, {}))
 
 
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from adversary.matrix import run_matrix
+    from peer.sweep import markdown_table
+
+    base = _config_data(args, {})
+    if args.trajectories is None:
+        base["trajectories_per_agent"] = 2000
+    rows = run_matrix(Path(args.out), base, args.attacks, args.algorithms, args.seeds, args.peers, args.byzantine,
+                      args.misbehaviour, args.base_port, args.timeout)
+    from adversary.matrix import summarize_rows
+
+    print(markdown_table(summarize_rows(rows)))
+    print(f"table: {Path(args.out) / 'table.md'}  figure: {Path(args.out) / 'matrix.png'}")
+    return 0
+
+
 def _add_daemon_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="RUN.toml", help="the run file shared by all peers")
     p.add_argument("--id", type=int, required=True, help="this peer's roster id")
@@ -331,6 +347,24 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--out", help="results directory (default results/<time>-cluster-K<K>)")
     cl.add_argument("--quiet", action="store_true")
     cl.set_defaults(func=cmd_cluster)
+
+    mx = sub.add_parser("matrix", help="resilience matrix: every attack over the wire, DecByzPG vs Dec-PAGE-PG",
+                        description="For each attack and algorithm, a K-peer multi-process run on loopback; a table "
+                                    "and a figure of the outcome, rejections by reason, equivocations, crashes, stalls.")
+    _add_config_flags(mx)
+    from adversary.matrix import DEFAULT_ATTACKS
+
+    mx.add_argument("--attacks", type=_csv, default=list(DEFAULT_ATTACKS))
+    mx.add_argument("--algorithms", type=_csv, default=["decbyzpg", "dec-page-pg"])
+    mx.add_argument("--seeds", type=_seeds, default=_seeds("0-1"))
+    mx.add_argument("--peers", type=int, default=13)
+    mx.add_argument("--byzantine", type=int, default=3)
+    mx.add_argument("--misbehaviour", type=_csv, default=[],
+                    help="protocol misbehaviour kinds the Byzantine peers add every 5th round, or 'all'")
+    mx.add_argument("--base-port", type=int, default=50300)
+    mx.add_argument("--timeout", type=float, default=1800.0, help="seconds before a run counts as stalled")
+    mx.add_argument("--out", default="results/matrix")
+    mx.set_defaults(func=cmd_matrix)
 
     report = sub.add_parser("report", help="write docs/RESULTS.md from sweep directories")
     report.add_argument("sweeps", nargs="+", help="sweep directories (results/sweep-*)")

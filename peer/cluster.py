@@ -51,7 +51,8 @@ def init_run(directory: Path, cfg: RunConfig, byzantine_ids: Sequence[int] = (),
         peers.append({"id": k, "address": addresses[k], "public_key": public})
     data = cfg.to_dict()
     data.pop("attack")
-    data.pop("allow_beyond_tolerance")
+    if not cfg.allow_beyond_tolerance:
+        data.pop("allow_beyond_tolerance")
     data["policy"]["hidden"] = list(cfg.policy.hidden)
     document: dict[str, Any] = {**data, "network": dict(network or {}), "peers": peers}
     if byzantine_ids:

@@ -122,7 +122,6 @@ def parse_run_file(data: Mapping[str, Any], path: Path | None = None) -> RunFile
     # Honest peers never act on the attack section, and a run file says nothing about who
     # lies: num_byzantine is the bound f every honest peer assumes.
     data.pop("attack", None)
-    data.setdefault("allow_beyond_tolerance", False)
     cfg = build_config(data, in_process=False)
     return RunFile(cfg, _network(network), _roster(roster, cfg.num_peers), dict(adversary), path)
 

@@ -95,3 +95,10 @@ def test_every_attack_produces_well_formed_messages() -> None:
                 for receiver, vec in addressed.items():
                     assert receiver in HONEST
                     assert vec is None or (vec.shape == (20,) and vec.dtype == np.float32 and np.isfinite(vec).all())
+
+
+def test_late_delivery_misses_the_round_in_process_and_blends_in_on_the_wire() -> None:
+    attack = make_attack("late_delivery", {"delay": 2.0})
+    assert all(not m for m in attack.messages(view()).values())  # in process: too late = silence
+    wire_msgs = attack.wire_messages(view())
+    assert np.allclose(wire_msgs[10][0], honest_mean(), atol=1e-6) and attack.delay == 2.0

@@ -1,0 +1,178 @@
+"""The resilience matrix: every attack, over the wire, against DecByzPG and Dec-PAGE-PG.
+
+Each cell is a real multi-process run on loopback (`peer.cluster.Cluster`): K peer
+daemons, f of them Byzantine daemons running the attack (plus, optionally, scheduled
+protocol misbehaviour).  Per run it records the honest mean return at the end, the
+trajectories to 475, the rejected messages by reason (summed over honest peers), the
+equivocators detected, and whether an honest peer crashed (non-zero exit) or stalled
+(a round that ran into its deadline, or no result).  Finished cells are reused, so an
+interrupted matrix resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm import tqdm
+
+from peer.cluster import Cluster, cluster_config, init_run
+from peer.results import atomic_write, read_metrics
+from peer.sweep import markdown_table
+
+DEFAULT_ATTACKS = ("random_action", "large_noise", "avg_zero", "sign_flip", "alie", "ipm", "mimic",
+                   "equivocation", "mda_fooling", "silence", "late_delivery")
+LABELS = {"decbyzpg": "DecByzPG", "dec-page-pg": "Dec-PAGE-PG"}
+
+
+def run_cell(directory: Path, base: dict[str, Any], algorithm: str, attack: str, seed: int, peers: int,
+             byzantine: int, misbehaviour: Sequence[str], base_port: int, timeout: float) -> dict[str, Any]:
+    """One multi-process run; returns its matrix row (and leaves its results in `directory`)."""
+    data = {**base, "algorithm": algorithm, "seed": seed, "allow_beyond_tolerance": True}
+    cfg = cluster_config(peers, byzantine, data)
+    ids = list(range(peers - byzantine, peers))
+    network = {"linger": 2.0}
+    init_run(directory / "run", cfg, ids, attack, base_port=base_port, network=network, overwrite=True)
+    if misbehaviour:
+        _add_misbehaviour(directory / "run" / "run.toml", misbehaviour)
+    cluster = Cluster(directory / "run", directory)
+    started = time.monotonic()
+    cluster.start_all()
+    timed_out = False
+    try:
+        while cluster.running():
+            if time.monotonic() - started > timeout:
+                timed_out = True
+                break
+            if any(k in cluster.honest_ids() for k in cluster.failed()):
+                break
+            time.sleep(0.5)
+    finally:
+        cluster.stop_all()
+    summary = cluster.merge(time.monotonic() - started, interrupted=timed_out)
+    return row_from(directory, cluster, summary, algorithm, attack, seed, timed_out)
+
+
+def _add_misbehaviour(run_file: Path, kinds: Sequence[str]) -> None:
+    import tomllib
+
+    import tomli_w
+
+    document = tomllib.loads(run_file.read_text())
+    document.setdefault("adversary", {})["misbehaviour"] = list(kinds)
+    document["adversary"]["misbehaviour_every"] = 5
+    atomic_write(run_file, tomli_w.dumps(document))
+
+
+def row_from(directory: Path, cluster: Cluster, summary: dict[str, Any], algorithm: str, attack: str,
+             seed: int, timed_out: bool) -> dict[str, Any]:
+    rejected: Counter[str] = Counter()
+    equivocators: set[int] = set()
+    stalled = timed_out
+    for k in cluster.honest_ids():
+        report = cluster.peer_dir(k) / "network.json"
+        if report.exists():
+            data = json.loads(report.read_text())
+            rejected.update(data["rejected"])
+            equivocators.update(data["equivocators"])
+        metrics = cluster.peer_dir(k) / "metrics.csv"
+        rows = read_metrics(metrics) if metrics.exists() else []
+        if not rows or any(int(r["rounds_timed_out"]) for r in rows):
+            stalled = True
+    crashed = sorted(k for k, code in cluster.failed().items() if k in cluster.honest_ids() and code != 130)
+    row = {
+        "algorithm": algorithm, "attack": attack, "seed": seed,
+        "final_honest_return": summary.get("final_honest_return"),
+        "trajectories_to_475": summary.get("trajectories_to_475"),
+        "trajectories_per_agent": summary.get("trajectories_per_agent"),
+        "rejected": dict(sorted(rejected.items())), "equivocators": sorted(equivocators),
+        "crashed": crashed, "stalled": stalled, "wall_seconds": summary.get("wall_seconds"),
+        "round_latency_ms_p50": summary.get("round_latency_ms_p50"),
+    }
+    atomic_write(directory / "matrix_row.json", json.dumps(row, indent=2) + "\n")
+    return row
+
+
+def run_matrix(out: Path, base: dict[str, Any], attacks: Sequence[str], algorithms: Sequence[str],
+               seeds: Sequence[int], peers: int, byzantine: int, misbehaviour: Sequence[str], base_port: int,
+               timeout: float) -> list[dict[str, Any]]:
+    cells = [(a, alg, s) for a in attacks for alg in algorithms for s in seeds]
+    rows = []
+    with tqdm(total=len(cells), desc="matrix", unit="run", dynamic_ncols=True) as bar:
+        for attack, algorithm, seed in cells:
+            directory = out / "runs" / f"{algorithm}-{attack}-s{seed}"
+            done = directory / "matrix_row.json"
+            if done.exists():
+                rows.append(json.loads(done.read_text()))
+            else:
+                rows.append(run_cell(directory, base, algorithm, attack, seed, peers, byzantine, misbehaviour,
+                                     base_port, timeout))
+            bar.update()
+    write_outputs(out, rows)
+    return rows
+
+
+def summarize_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per (attack, algorithm): medians over seeds, totals of rejections."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["attack"], row["algorithm"]), []).append(row)
+    table = []
+    for (attack, algorithm), items in groups.items():
+        finals = [r["final_honest_return"] for r in items if r["final_honest_return"] is not None]
+        reached = [r["trajectories_to_475"] for r in items if r["trajectories_to_475"] is not None]
+        rejected: Counter[str] = Counter()
+        for r in items:
+            rejected.update(r["rejected"])
+        table.append({
+            "attack": attack, "algorithm": LABELS.get(algorithm, algorithm), "seeds": len(items),
+            "median_final_return": statistics.median(finals) if finals else None,
+            "reached_475": f"{len(reached)}/{len(items)}",
+            "median_trajectories_to_475": statistics.median(reached) if len(reached) * 2 > len(items) else None,
+            "rejected_by_reason": ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) or "none",
+            "equivocators": ",".join(str(e) for e in sorted({e for r in items for e in r["equivocators"]})) or "-",
+            "honest_crashed": any(r["crashed"] for r in items),
+            "honest_stalled": any(r["stalled"] for r in items),
+        })
+    return table
+
+
+def write_outputs(out: Path, rows: Sequence[dict[str, Any]]) -> None:
+    table = summarize_rows(rows)
+    atomic_write(out / "matrix.json", json.dumps({"runs": list(rows), "table": table}, indent=2) + "\n")
+    atomic_write(out / "table.md", "# Resilience matrix (over the wire)\n\n" + markdown_table(table))
+    _plot(out / "matrix.png", table)
+
+
+def _plot(path: Path, table: Sequence[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    attacks = list(dict.fromkeys(r["attack"] for r in table))
+    algorithms = list(dict.fromkeys(r["algorithm"] for r in table))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(attacks) + 2), 4.2))
+    width = 0.8 / max(1, len(algorithms))
+    for i, algorithm in enumerate(algorithms):
+        values = [next((r["median_final_return"] for r in table if r["attack"] == a and r["algorithm"] == algorithm),
+                       None) for a in attacks]
+        x = np.arange(len(attacks)) + i * width
+        ax.bar(x, [v if v is not None else 0 for v in values], width, label=algorithm)
+    ax.axhline(475, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(np.arange(len(attacks)) + width * (len(algorithms) - 1) / 2)
+    ax.set_xticklabels(attacks, rotation=30, ha="right")
+    ax.set_ylabel("honest mean return at the end (median over seeds)")
+    ax.set_title("Resilience over the wire (K = 13, f = 3)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
