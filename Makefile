@@ -33,9 +33,12 @@ sweeps: install
 	$(BIN)/decbyzpg sweep --suite speedup --seeds 0-4 --trajectories 5000
 	$(BIN)/decbyzpg sweep --suite attacks --seeds 0-4 --trajectories 5000
 	$(BIN)/decbyzpg sweep --suite lunar --seeds 0-2 --trajectories 8000
+	$(BIN)/decbyzpg matrix --seeds 0 --trajectories 2000 --misbehaviour all
+	$(BIN)/decbyzpg cluster --out results/cluster-main
 
 report: install
-	$(BIN)/decbyzpg report results/sweep-speedup results/sweep-attacks results/sweep-lunar --bench results/bench.json
+	$(BIN)/decbyzpg report results/sweep-speedup results/sweep-attacks results/sweep-lunar results/ablation-* \
+		--bench results/bench.json --cluster results/cluster-main --matrix results/matrix
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis

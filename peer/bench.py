@@ -1,4 +1,4 @@
-"""`decbyzpg bench`: the speed figures of docs/BENCHMARKS.md, measured, printed and saved.
+"""`decbyzpg bench`: the speed figures of docs/RESULTS.md, measured, printed and saved.
 
 Speed targets are checked here rather than by timed unit tests, which would be flaky on
 a shared 2-core machine.  Each figure says what it times.

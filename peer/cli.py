@@ -160,7 +160,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from peer.report import write_report
 
-    write_report([Path(p) for p in args.sweeps], Path(args.out), args.bench, [Path(c) for c in args.cluster])
+    write_report([Path(p) for p in args.sweeps], Path(args.out), args.bench, [Path(c) for c in args.cluster],
+                 Path(args.matrix) if args.matrix else None)
     print(f"wrote {args.out}")
     return 0
 
@@ -283,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Run a named suite (the paper's figures) or a grid, then plot mean +/- std "
                                     "over seeds. Finished runs are reused, so an interrupted sweep resumes.")
     _add_config_flags(sw)
-    sw.add_argument("--suite", choices=("speedup", "attacks", "lunar", "lunar-decentralized"),
+    sw.add_argument("--suite", choices=("speedup", "attacks", "lunar"),
                     help="the paper's figure to reproduce")
     sw.add_argument("--title", help="title of the figure and table (grids)")
     sw.add_argument("--algorithms", type=_csv, help="grid: e.g. decbyzpg,dec-page-pg")
@@ -371,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--bench", help="JSON written by `decbyzpg bench` to include")
     report.add_argument("--cluster", action="append", default=[], metavar="DIR",
                         help="a `decbyzpg cluster` results directory to include (repeatable)")
+    report.add_argument("--matrix", metavar="DIR", help="a `decbyzpg matrix` directory to include")
     report.add_argument("--out", default="docs/RESULTS.md")
     report.set_defaults(func=cmd_report)
     return parser

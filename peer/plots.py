@@ -8,6 +8,7 @@ iteration) before the mean and standard deviation over seeds are taken.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -37,15 +38,14 @@ def smooth(y: np.ndarray, window: int = 10) -> np.ndarray:
 
 
 def mean_std(curves: Sequence[Curve], points: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    top = max(float(c[0][-1]) for c in curves)
+    # Seeds stop a few trajectories apart (the budget is never overshot); stopping the grid
+    # where the first one stops keeps the last points from averaging over a lone survivor.
+    top = min(float(c[0][-1]) for c in curves)
     grid = np.linspace(0, top, points)
     stacked = np.stack([on_grid((c[0], smooth(c[1])), grid) for c in curves])
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return grid, np.nanmean(stacked, 0), np.nanstd(stacked, 0)
+    with warnings.catch_warnings():  # grid points no run reached are all-NaN columns: NaN is right there
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return grid, np.nanmean(stacked, 0), np.nanstd(stacked, 0)
 
 
 def plot_panels(panels: Mapping[str, Mapping[str, Sequence[Curve]]], path: Path,
@@ -71,9 +71,15 @@ def plot_panels(panels: Mapping[str, Mapping[str, Sequence[Curve]]], path: Path,
         ax.set_xlabel("trajectories per agent")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(ylabel)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)),
-               frameon=True, bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.08 if len(handles) <= 4 else 0.14, 1, 1))
+    if n == 1:
+        axes[0][0].legend(list(handles.values()), list(handles), loc="best", fontsize="small")
+        fig.tight_layout()
+    else:
+        ncol = min(4, len(handles))
+        rows = -(-len(handles) // ncol)
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=ncol, frameon=True,
+                   fontsize="small", bbox_to_anchor=(0.5, 0.0))
+        fig.tight_layout(rect=(0, 0.06 * rows + 0.02, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     fig.savefig(tmp, dpi=120)

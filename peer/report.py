@@ -78,8 +78,19 @@ def _cluster_section(paths: Sequence[Path]) -> list[str]:
     return out
 
 
+def _matrix_section(matrix: Path, figures: Path) -> list[str]:
+    out = ["## Resilience over the wire (`decbyzpg matrix`)", "", f"Source: `{matrix}`", ""]
+    png = matrix / "matrix.png"
+    if png.exists():
+        shutil.copyfile(png, figures / "matrix.png")
+        out += ["![resilience matrix](figures/matrix.png)", ""]
+    table = json.loads((matrix / "matrix.json").read_text())["table"]
+    out += [markdown_table(table), ""]
+    return out
+
+
 def write_report(sweeps: Sequence[Path], out: Path, bench: str | None = None,
-                 clusters: Sequence[Path] = ()) -> None:
+                 clusters: Sequence[Path] = (), matrix: Path | None = None) -> None:
     figures = out.parent / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     lines = ["# Results", "",
@@ -105,4 +116,6 @@ def write_report(sweeps: Sequence[Path], out: Path, bench: str | None = None,
         lines += _bench_section(json.loads(Path(bench).read_text()))
     if clusters:
         lines += _cluster_section([Path(c) for c in clusters])
+    if matrix is not None:
+        lines += _matrix_section(Path(matrix), figures)
     atomic_write(out, "\n".join(lines) + "\n")
