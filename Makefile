@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install run test bench sweeps report clean proto cluster
+.PHONY: install run test bench sweeps ablation report clean proto
 
 install: $(STAMP)
 
@@ -33,8 +33,17 @@ sweeps: install
 	$(BIN)/decbyzpg sweep --suite speedup --seeds 0-4 --trajectories 5000
 	$(BIN)/decbyzpg sweep --suite attacks --seeds 0-4 --trajectories 5000
 	$(BIN)/decbyzpg sweep --suite lunar --seeds 0-2 --trajectories 8000
+	$(MAKE) ablation
 	$(BIN)/decbyzpg matrix --seeds 0 --trajectories 2000 --misbehaviour all
 	$(BIN)/decbyzpg cluster --out results/cluster-main
+
+ABLATE = $(BIN)/decbyzpg sweep --algorithms decbyzpg --peers 13 --byzantine 3 --attacks avg_zero --seeds 0-2 --trajectories 5000
+## The estimator ablation behind docs/TUNING.md.
+ablation: install
+	$(ABLATE) --preset paper --title "Ablation: paper estimator (no baseline, full-trajectory weights)" --out results/ablation-paper
+	$(ABLATE) --preset paper --set estimator.baseline=true --title "Ablation: paper + leave-one-out baseline" --out results/ablation-baseline
+	$(ABLATE) --preset paper --set estimator.importance=per_decision --title "Ablation: paper + per-decision weights" --out results/ablation-per-decision
+	$(ABLATE) --preset tuned --title "Ablation: tuned (baseline + per-decision weights)" --out results/ablation-tuned
 
 report: install
 	$(BIN)/decbyzpg report results/sweep-speedup results/sweep-attacks results/sweep-lunar results/ablation-* \
