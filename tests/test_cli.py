@@ -71,3 +71,34 @@ def test_sweep_grid_runs_and_plots(tmp_path) -> None:
                  "--seeds", "0-1", "--trajectories", "16", "--jobs", "1", "--out", str(out),
                  "--set", "estimator.large_batch=4", "--set", "estimator.small_batch=2"]) == 0
     assert mtimes == {p: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")}  # reused, not rerun
+
+
+def test_keygen_init_and_identity_checks(tmp_path, capsys) -> None:
+    import os
+    import stat
+
+    assert main(["keygen", "--out", str(tmp_path / "k.key")]) == 0
+    public = capsys.readouterr().out.strip()
+    assert public.startswith("ed25519:")
+    assert stat.S_IMODE(os.stat(tmp_path / "k.key").st_mode) == 0o600
+    assert main(["keygen", "--out", str(tmp_path / "k.key")]) == 2  # never overwritten silently
+    assert "exists" in capsys.readouterr().err
+
+    run_dir = tmp_path / "run"
+    assert main(["init", "--peers", "5", "--byzantine", "1", "--byzantine-peers", "1", "--out", str(run_dir)]) == 0
+    import tomllib
+
+    document = tomllib.loads((run_dir / "run.toml").read_text())
+    assert [p["id"] for p in document["peers"]] == [0, 1, 2, 3, 4]
+    assert document["adversary"]["byzantine_ids"] == [4] and document["num_byzantine"] == 1
+    assert main(["init", "--peers", "5", "--out", str(run_dir)]) == 2  # refuses to replace keys
+    capsys.readouterr()
+    # a key that is not the roster's key for that id is refused before anything starts
+    code = main(["peer", "--config", str(run_dir / "run.toml"), "--id", "1", "--key", str(run_dir / "keys" / "2.key")])
+    assert code == 2 and "does not match peer 1" in capsys.readouterr().err
+    code = main(["peer", "--config", str(run_dir / "run.toml"), "--id", "9", "--key", str(run_dir / "keys" / "2.key")])
+    assert code == 2 and "not in the roster" in capsys.readouterr().err
+    compose = tmp_path / "compose"
+    assert main(["init", "--peers", "4", "--byzantine", "0", "--byzantine-peers", "0", "--compose",
+                 "--out", str(compose)]) == 0
+    assert 'address = "peer-3:50051"' in (compose / "run.toml").read_text()
