@@ -64,7 +64,7 @@ class PeerLog:
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.rows)
-        atomic_write(self.path, buffer.getvalue())
+        atomic_write(self.path, buffer.getvalue(), durable=False)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -197,7 +197,7 @@ class PeerDaemon:
             "peer_id": self.peer_id, "iteration": self.machine.t, "accepted": transport.accepted,
             "rejected": transport.rejections.counts(), "equivocators": sorted(transport.store.equivocators()),
             "evidence": len(transport.store.evidence()),
-        }, indent=2) + "\n")
+        }, indent=2) + "\n", durable=False)
 
     def serve(self, bind: str | None = None, linger: float | None = None) -> int:
         """Run to the end of the trajectory budget; returns an exit status (0 = finished)."""

@@ -24,7 +24,13 @@ from peer.inprocess import IterationRow
 WINDOW = 10  # iterations in the moving mean used for the summary thresholds
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
+def atomic_write(path: Path, data: bytes | str, durable: bool = True) -> None:
+    """Replace `path` with `data` so readers see the old or the new file, never a mix.
+
+    `durable` also fsyncs before the rename, so the new content survives a power loss;
+    files rewritten every iteration skip it (a crash of the process cannot tear them
+    either way, and an fsync per iteration per peer is a measurable cost).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -32,7 +38,8 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -118,7 +125,7 @@ class ResultsWriter:
                 + [f"{r.peer_returns[k]:.4f}" if k in r.peer_returns else "" for k in range(self.cfg.num_peers)]
                 + [f"{r.honest_diameter:.6g}", r.agreement_kept_own, r.x_t, r.env_steps, f"{r.seconds:.3f}"]
             )
-        atomic_write(self.dir / "metrics.csv", buffer.getvalue())
+        atomic_write(self.dir / "metrics.csv", buffer.getvalue(), durable=False)
 
     def finish(self, summary: dict[str, Any]) -> None:
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
