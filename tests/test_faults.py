@@ -78,3 +78,37 @@ def test_restarted_peer_resumes_from_its_checkpoint(tmp_path) -> None:
     rows = {k: read_metrics(cluster.peer_dir(k) / "metrics.csv") for k in range(5)}
     assert [int(r["iteration"]) for r in rows[2]] == list(range(len(rows[0])))  # no gap, no repeat
     assert rows[2][-1]["trajectories_per_agent"] == rows[0][-1]["trajectories_per_agent"]
+
+
+def test_cluster_command_stops_cleanly_on_ctrl_c(tmp_path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "cl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "peer.cli", "cluster", "--peers", "5", "--byzantine", "1", "--trajectories", "100000",
+         "--base-port", str(free_port_block(5)), "--out", str(out), "--quiet",
+         "--set", "estimator.large_batch=8", "--set", "estimator.small_batch=2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.monotonic() + 120
+        metrics = out / "peers" / "0" / "metrics.csv"
+        while time.monotonic() < end and not (metrics.exists() and len(read_metrics(metrics)) > 3):
+            assert proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["iterations"] > 3
+    assert len(read_metrics(out / "metrics.csv")) == summary["iterations"]
+    pids = [int(line.split()[0]) for line in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True,
+                                                              text=True).stdout.splitlines()[1:]
+            if str(out / "run" / "run.toml") in line]
+    assert pids == [], f"peer processes left behind: {pids}"
+    assert os.path.exists(out / "returns.png")
