@@ -254,6 +254,29 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Ask a running peer for its Status (and, with --evidence, its equivocation proofs)."""
+    import grpc
+
+    from decbyzpg.v1 import peer_pb2, peer_pb2_grpc
+
+    with grpc.insecure_channel(args.address) as channel:
+        stub = peer_pb2_grpc.PeerStub(channel)
+        try:
+            status = stub.Status(peer_pb2.StatusRequest(), timeout=args.timeout)
+            evidence = stub.Evidence(peer_pb2.EvidenceRequest(), timeout=args.timeout) if args.evidence else None
+        except grpc.RpcError as err:
+            print(f"error: {args.address}: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    print(json.dumps({
+        "peer_id": status.peer_id, "run_id": status.run_id.hex(), "iteration": status.iteration,
+        "finished": status.finished, "accepted": status.accepted, "rejected": dict(status.rejected),
+        **({"equivocations": [{"sender": e.first.sender, "first": e.first.body.hex(), "second": e.second.body.hex()}
+                              for e in evidence.equivocations]} if evidence is not None else {}),
+    }, indent=2))
+    return 0
+
+
 def _add_daemon_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="RUN.toml", help="the run file shared by all peers")
     p.add_argument("--id", type=int, required=True, help="this peer's roster id")
@@ -335,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     adv.add_argument("--set-attack", action="append", default=[], metavar="KEY=VALUE",
                      help="attack parameter, e.g. --set-attack scale=100 (repeatable)")
     adv.set_defaults(func=cmd_adversary)
+
+    st = sub.add_parser("status", help="query a running peer (iteration, rejections, equivocation evidence)")
+    st.add_argument("address", help="host:port of the peer")
+    st.add_argument("--evidence", action="store_true", help="also fetch the equivocation proofs it holds")
+    st.add_argument("--timeout", type=float, default=5.0)
+    st.set_defaults(func=cmd_status)
 
     cl = sub.add_parser("cluster", help="K peer processes on loopback (default 13, 3 AvgZero), live progress",
                         description="Generate a run, start one process per peer on loopback, show progress, "

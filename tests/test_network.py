@@ -126,7 +126,7 @@ def test_junk_is_rejected_with_reason_codes_and_changes_nothing(tmp_path) -> Non
     assert all(np.array_equal(a, b) for a, b in zip(history, expected))
 
 
-def test_byzantine_daemon_with_protocol_misbehaviour_changes_nothing(tmp_path) -> None:
+def test_byzantine_daemon_with_protocol_misbehaviour_changes_nothing(tmp_path, capsys) -> None:
     """AvgZero plus every kind of protocol junk: rejected with its code, results unchanged."""
     import json
 
@@ -143,6 +143,17 @@ def test_byzantine_daemon_with_protocol_misbehaviour_changes_nothing(tmp_path) -
     byzantine = ByzantineDaemon(run, 4, key_of(run, 4), make_attack("avg_zero"), [4], tmp_path / "peer4",
                                 options={"misbehaviour": "all", "misbehaviour_every": 2})
     threads.start(4, byzantine)
+    import time
+
+    from peer.cli import main
+
+    while daemons[0].transport.iteration < 5 and not daemons[0].transport.finished:
+        time.sleep(0.02)  # by now previous-round equivocations have arrived
+    assert main(["status", run.peer(0).address, "--evidence"]) == 0
+    reported = json.loads(capsys.readouterr().out)
+    assert reported["peer_id"] == 0 and reported["rejected"].get("MALFORMED", 0) > 0
+    assert reported["equivocations"] and all(e["sender"] == 4 and e["first"] != e["second"]
+                                             for e in reported["equivocations"])
     assert threads.join(120) == {0: 0, 1: 0, 2: 0, 3: 0, 4: 0}
 
     local = InProcessRun(build_config({**SMALL, "attack": {"name": "avg_zero"}}))
