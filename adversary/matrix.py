@@ -24,7 +24,7 @@ from peer.cluster import Cluster, cluster_config, init_run
 from peer.results import atomic_write, read_metrics
 from peer.sweep import markdown_table
 
-DEFAULT_ATTACKS = ("random_action", "large_noise", "avg_zero", "sign_flip", "alie", "ipm", "mimic",
+DEFAULT_ATTACKS = ("none", "random_action", "large_noise", "avg_zero", "sign_flip", "alie", "ipm", "mimic",
                    "equivocation", "mda_fooling", "silence", "late_delivery")
 LABELS = {"decbyzpg": "DecByzPG", "dec-page-pg": "Dec-PAGE-PG"}
 
@@ -34,10 +34,11 @@ def run_cell(directory: Path, base: dict[str, Any], algorithm: str, attack: str,
     """One multi-process run; returns its matrix row (and leaves its results in `directory`)."""
     data = {**base, "algorithm": algorithm, "seed": seed, "allow_beyond_tolerance": True}
     cfg = cluster_config(peers, byzantine, data)
-    ids = list(range(peers - byzantine, peers))
+    # "none": the reference row, every peer honest (the bound f stays, so DecByzPG's q is unchanged)
+    ids = [] if attack == "none" else list(range(peers - byzantine, peers))
     network = {"linger": 2.0}
     init_run(directory / "run", cfg, ids, attack, base_port=base_port, network=network, overwrite=True)
-    if misbehaviour:
+    if misbehaviour and ids:
         _add_misbehaviour(directory / "run" / "run.toml", misbehaviour)
     cluster = Cluster(directory / "run", directory)
     started = time.monotonic()
