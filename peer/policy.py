@@ -99,7 +99,10 @@ def get_flat(policy: nn.Module) -> torch.Tensor:
 
 
 def set_flat(policy: nn.Module, vector: torch.Tensor | np.ndarray) -> None:
-    vec = torch.as_tensor(np.asarray(vector, dtype=np.float32))
+    if isinstance(vector, torch.Tensor):
+        vec = vector.detach().to(torch.float32)
+    else:
+        vec = torch.from_numpy(np.array(vector, dtype=np.float32))  # a copy: received vectors are read-only
     torch.nn.utils.vector_to_parameters(vec, policy.parameters())
 
 
