@@ -61,7 +61,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 # The baselines differ from DecByzPG only in these rules (a run file may still override them).
 ALGORITHM_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "decbyzpg": {},
-    "dec-page-pg": {"aggregation": {"rule": "mean"}, "agreement": {"rule": "none", "rounds": 0}},
+    "dec-page-pg": {"aggregation": {"rule": "mean", "every_iteration": True},
+                    "agreement": {"rule": "none", "rounds": 0}},
     "page-pg": {"aggregation": {"rule": "mean"}, "agreement": {"rule": "none", "rounds": 0}},
     "byzpg": {"agreement": {"rule": "none", "rounds": 0}},
 }
@@ -96,6 +97,11 @@ class EstimatorConfig:
 class AggregationConfig:
     rule: str = "rfa"
     bucket_size: int = 2
+    # Also exchange and aggregate v_t in small-batch iterations.  Off for DecByzPG
+    # (Algorithm 2: small-batch steps are local).  On for the naive Dec-PAGE-PG baseline:
+    # without agreement it is the only way its peers stay together (the authors' code did
+    # this for every method).
+    every_iteration: bool = False
 
 
 @dataclass(frozen=True)
@@ -295,6 +301,7 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
     aggregation = AggregationConfig(
         rule=_choice("aggregation.rule", a.get("rule", AggregationConfig.rule), tuple(AGGREGATOR_NAMES)),
         bucket_size=_int("aggregation.bucket_size", a.get("bucket_size", 2), 1),
+        every_iteration=_bool("aggregation.every_iteration", a.get("every_iteration", False)),
     )
     g = section("agreement", AgreementConfig)
     agreement = AgreementConfig(

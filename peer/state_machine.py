@@ -60,7 +60,8 @@ def round_keys(cfg: RunConfig, key: bytes, t: int) -> list[RoundKey]:
     Byzantine daemons, which do not run the learning program, use this to know which
     rounds exist; a test checks it against the program itself.
     """
-    keys = [RoundKey(t, Phase.GRADIENT)] if is_large_batch(cfg, key, t) else []
+    exchanges = is_large_batch(cfg, key, t) or (cfg.aggregation.every_iteration and cfg.algorithm != "byzpg")
+    keys = [RoundKey(t, Phase.GRADIENT)] if exchanges else []
     if cfg.algorithm == "byzpg":
         keys.append(RoundKey(t, Phase.MODEL))
     elif cfg.agreement.rule != "none":
@@ -152,16 +153,18 @@ class PeerStateMachine:
             received = yield Broadcast(RoundKey(t, Phase.GRADIENT), g.numpy().astype(np.float32))
             started = time.perf_counter()
             if not self.centralized or self.is_server:
-                vectors = self._with_own(g.numpy(), received)
-                report.gradient_received = len(vectors)
-                rng = randomness.stream(self.key, "aggregate", self.peer_id, t)
-                v = torch.from_numpy(self.aggregator(vectors, rng).astype(np.float32))
+                v = self._aggregate(g.numpy(), received, t, report)
             else:
                 v = g  # a worker's own estimate; replaced by the server's model below
         elif not self.centralized or self.is_server:
             batch = self._sample(self.cfg.estimator.small_batch, t, report)
             set_flat(self.prev_policy, self.prev_theta)
             v = self.v + estimators.page_correction(self.policy, self.prev_policy, batch, self.cfg.estimator)
+            if self.cfg.aggregation.every_iteration and not self.centralized:
+                report.compute_seconds += time.perf_counter() - started
+                received = yield Broadcast(RoundKey(t, Phase.GRADIENT), v.numpy().astype(np.float32))
+                started = time.perf_counter()
+                v = self._aggregate(v.numpy(), received, t, report)
         else:
             v = self.v  # ByzPG workers idle in small-batch iterations
 
@@ -198,6 +201,12 @@ class PeerStateMachine:
         report.env_steps = batch.env_steps
         report.mean_return = float(batch.episode_returns.mean())
         return batch
+
+    def _aggregate(self, own: np.ndarray, received: Received, t: int, report: IterationReport) -> torch.Tensor:
+        vectors = self._with_own(own, received)
+        report.gradient_received = len(vectors)
+        rng = randomness.stream(self.key, "aggregate", self.peer_id, t)
+        return torch.from_numpy(self.aggregator(vectors, rng).astype(np.float32))
 
     def _with_own(self, own: np.ndarray, received: Received) -> np.ndarray:
         """Own vector plus the others', ordered by sender id (the aggregators' contract)."""
