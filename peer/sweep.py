@@ -22,7 +22,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from peer.config import build_config, _deep_merge
+import tomllib
+
+from peer.config import RunConfig, _deep_merge, build_config
 from peer.results import atomic_write, read_metrics
 
 SUMMARY_FIELDS = ("final_honest_return", "last_1000_honest_return", "trajectories_to_475",
@@ -54,12 +56,22 @@ def _run(label: str, panel: str, overrides: Mapping[str, Any], directory: str) -
     return summary
 
 
-def _finished(directory: Path) -> dict[str, Any] | None:
+def _finished(directory: Path, job: Job) -> dict[str, Any] | None:
+    """The summary of a finished run of exactly this configuration, else None.
+
+    The configuration the run recorded is compared with what the job resolves to now,
+    so a run made before a default changed is redone rather than silently reused (keys
+    the recorded file lacks count as the defaults of that time's dataclasses).
+    """
     path = directory / "summary.json"
     if not path.exists():
         return None
     summary = json.loads(path.read_text())
-    return None if summary.get("interrupted") else summary
+    if summary.get("interrupted"):
+        return None
+    recorded = _deep_merge(RunConfig().to_dict(), tomllib.loads((directory / "config.toml").read_text()))
+    expected = json.loads(json.dumps(build_config(job.overrides).to_dict()))
+    return summary if json.loads(json.dumps(recorded)) == expected else None
 
 
 def run_jobs(jobs: Sequence[Job], out: Path, workers: int) -> list[tuple[Job, dict[str, Any]]]:
@@ -72,7 +84,7 @@ def run_jobs(jobs: Sequence[Job], out: Path, workers: int) -> list[tuple[Job, di
     done: dict[str, dict[str, Any]] = {}
     todo = []
     for slug, job in unique.items():
-        summary = _finished(out / "runs" / slug)
+        summary = _finished(out / "runs" / slug, job)
         if summary is not None:
             done[slug] = summary
         else:
