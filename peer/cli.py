@@ -1,4 +1,5 @@
-"""`decbyzpg` command line: run, sweep, bench, report.
+"""`decbyzpg` command line: peer daemons (keygen, init, peer, adversary, status, cluster) and
+experiments (run, sweep, matrix, bench, report).
 
 Every configuration error is reported as one line naming the field, with exit status 2;
 tracebacks are reserved for bugs.
@@ -288,8 +289,11 @@ def _add_daemon_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="decbyzpg", description=__doc__.splitlines()[0] + " DecByzPG: "
-                                     "decentralized Byzantine fault-tolerant federated policy gradient.")
+    parser = argparse.ArgumentParser(
+        prog="decbyzpg",
+        description="DecByzPG: decentralized Byzantine fault-tolerant federated policy gradient. Peer daemons "
+                    "(keygen, init, peer, adversary, status, cluster) and experiments (run, sweep, matrix, bench, "
+                    "report).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="one in-process configuration (default: 13 peers, 3 AvgZero, CartPole)",
