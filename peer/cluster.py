@@ -77,7 +77,7 @@ def _drop_none(data: Any) -> Any:
 
 
 def merge_peer_logs(peer_dirs: Mapping[int, Path], cfg: RunConfig, out: Path, wall_seconds: float,
-                    interrupted: bool) -> dict[str, Any]:
+                    interrupted: bool, attack: str | None = None) -> dict[str, Any]:
     """Combine honest peers' metrics into the engine's results directory format."""
     logs = {k: read_metrics(d / "metrics.csv") for k, d in peer_dirs.items() if (d / "metrics.csv").exists()}
     writer = ResultsWriter(out, cfg)
@@ -101,6 +101,8 @@ def merge_peer_logs(peer_dirs: Mapping[int, Path], cfg: RunConfig, out: Path, wa
     summary = summarize(cfg, writer.rows, wall_seconds, 475.0 if cfg.env == "CartPole-v1" else None,
                         interrupted=interrupted)
     summary.update(network_summary(logs))
+    if attack is not None:
+        summary["attack"] = attack  # the run file's config knows only the bound f, not the attack
     writer.finish(summary)
     if writer.rows:
         from peer.plots import plot_run
@@ -234,7 +236,8 @@ class Cluster:
 
     def merge(self, wall_seconds: float, interrupted: bool) -> dict[str, Any]:
         dirs = {k: self.peer_dir(k) for k in self.honest_ids()}
-        return merge_peer_logs(dirs, self.run.config, self.out, wall_seconds, interrupted)
+        attack = self.run.adversary.get("attack", "none") if self.byzantine else "none"
+        return merge_peer_logs(dirs, self.run.config, self.out, wall_seconds, interrupted, attack)
 
 
 def cluster_config(num_peers: int, num_byzantine: int, overrides: Mapping[str, Any]) -> RunConfig:
