@@ -145,7 +145,7 @@ class ByzantineDaemon:
                 if t % 10 == 0:
                     self.write_report()
             self.transport.finished = True
-            self.stop_requested.wait(self.run.network.linger if linger is None else linger)
+            self.transport.linger(self.run.network.linger if linger is None else linger, self.stop_requested)
             return 0
         finally:
             self._junk_pool.shutdown(wait=True, cancel_futures=True)

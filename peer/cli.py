@@ -246,7 +246,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     base = _config_data(args, {})
     if args.trajectories is None:
         base["trajectories_per_agent"] = 2000
-    rows = run_matrix(Path(args.out), base, args.attacks, args.algorithms, args.seeds, args.peers, args.byzantine,
+    from adversary.matrix import DEFAULT_ATTACKS
+
+    rows = run_matrix(Path(args.out), base, args.attacks or list(DEFAULT_ATTACKS), args.algorithms, args.seeds, args.peers, args.byzantine,
                       args.misbehaviour, args.base_port, args.timeout)
     from adversary.matrix import summarize_rows
 
@@ -386,9 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="For each attack and algorithm, a K-peer multi-process run on loopback; a table "
                                     "and a figure of the outcome, rejections by reason, equivocations, crashes, stalls.")
     _add_config_flags(mx)
-    from adversary.matrix import DEFAULT_ATTACKS
-
-    mx.add_argument("--attacks", type=_csv, default=list(DEFAULT_ATTACKS))
+    mx.add_argument("--attacks", type=_csv, help="attacks to run (default: none plus every attack)")
     mx.add_argument("--algorithms", type=_csv, default=["decbyzpg", "dec-page-pg"])
     mx.add_argument("--seeds", type=_seeds, default=_seeds("0-1"))
     mx.add_argument("--peers", type=int, default=13)

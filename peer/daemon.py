@@ -211,7 +211,7 @@ class PeerDaemon:
                 self.run_iteration()
             self.transport.finished = True
             self.transport.set_iteration(total)
-            self.stop_requested.wait(self.run.network.linger if linger is None else linger)
+            self.transport.linger(self.run.network.linger if linger is None else linger, self.stop_requested)
             return 0
         except Stopped:
             log.info("peer %d stopped at iteration %d; checkpoint kept", self.peer_id, self.machine.t)

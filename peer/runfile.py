@@ -34,7 +34,7 @@ class NetworkConfig:
     max_message_bytes: int = 1 << 20  # larger messages are refused (TOO_LARGE)
     window_ahead: int = 2  # accept messages at most this many iterations ahead
     retain_iterations: int = 64  # keep received messages this long for late peers' Pull
-    linger: float = 5.0  # keep serving after the last iteration, for late peers
+    linger: float = 60.0  # after the last iteration, serve late peers until all are done, at most this long
 
 
 @dataclass(frozen=True)

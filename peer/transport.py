@@ -153,6 +153,7 @@ class PeerTransport:
         self._crypto_lock = threading.Lock()
         self.stopping = threading.Event()
         self.first_round = True
+        self._seen_finished: set[int] = set()
         self._server: grpc.Server | None = None
         self._channels: dict[int, grpc.Channel] = {}
         self._stubs: dict[int, peer_pb2_grpc.PeerStub] = {}
@@ -198,6 +199,26 @@ class PeerTransport:
             self._server.stop(grace).wait(grace + 1)
         for channel in self._channels.values():
             channel.close()
+
+    def linger(self, seconds: float, stop: threading.Event) -> None:
+        """After the last iteration, keep serving Pulls until every other peer reports it
+        has finished, at most `seconds`: a peer that is down may be restarting and will
+        need this peer's messages to catch up."""
+        end = self.clock() + seconds
+        while self.clock() < end and not stop.is_set():
+            if all(other in self._seen_finished or self._done(other) for other in self.others):
+                stop.wait(min(2.0, max(0.0, end - self.clock())))  # let the others see us finished
+                return
+            stop.wait(min(1.0, max(0.0, end - self.clock())))
+
+    def _done(self, other: int) -> bool:
+        try:
+            if self._stubs[other].Status(peer_pb2.StatusRequest(), timeout=1.0).finished:
+                self._seen_finished.add(other)  # once finished, it may exit: that is fine
+                return True
+            return False
+        except grpc.RpcError:
+            return False  # down, perhaps restarting: keep serving until `seconds` pass
 
     def set_iteration(self, t: int) -> None:
         """Advance the receive window and forget what no peer can still need."""
