@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from peer.agreement import pairwise_distances
 from peer.exchange import Phase, RoundKey
 
 Messages = dict[int, dict[int, np.ndarray | None]]  # byzantine id -> receiver -> vector
@@ -196,10 +197,7 @@ def _unit_direction(dim: int, seed: int) -> np.ndarray:
 
 
 def _honest_diameter(honest: np.ndarray) -> float:
-    if len(honest) < 2:
-        return 0.0
-    diffs = honest[:, None, :] - honest[None, :, :]
-    return float(np.sqrt((diffs ** 2).sum(-1)).max())
+    return float(pairwise_distances(honest).max())
 
 
 class Equivocation(Attack):

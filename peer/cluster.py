@@ -25,7 +25,7 @@ import tomli_w
 from peer.config import ConfigError, RunConfig, build_config
 from peer.crypto import generate_key
 from peer.inprocess import IterationRow
-from peer.results import ResultsWriter, atomic_write, read_metrics, summarize
+from peer.results import ResultsWriter, atomic_write, read_metrics, summarize, toml_safe
 
 
 def roster_addresses(num_peers: int, host: str, base_port: int, compose: bool) -> list[str]:
@@ -61,16 +61,8 @@ def init_run(directory: Path, cfg: RunConfig, byzantine_ids: Sequence[int] = (),
     header = ("# DecByzPG run file: every peer of the run gets this same file.\n"
               "# num_byzantine is the bound f that honest peers assume; nothing here says who is Byzantine\n"
               "# except the [adversary] table, which only Byzantine daemons read.\n")
-    atomic_write(run_file, header + tomli_w.dumps(_drop_none(document)))
+    atomic_write(run_file, header + tomli_w.dumps(toml_safe(document)))
     return run_file
-
-
-def _drop_none(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _drop_none(v) for k, v in data.items() if v is not None}
-    if isinstance(data, list):
-        return [_drop_none(v) for v in data]
-    return data
 
 
 # ---------------------------------------------------------------- merging

@@ -12,10 +12,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 import signal
 import statistics
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -68,17 +66,9 @@ class PeerLog:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getvalue())  # durable: a restart depends on it
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from adversary.coalition import Coalition
+from peer.agreement import pairwise_distances
 from peer.config import RunConfig
 from peer.exchange import Broadcast
 from peer.state_machine import IterationReport, PeerStateMachine, batch_size
@@ -40,11 +41,7 @@ class IterationRow:
 
 def honest_diameter(vectors: list[np.ndarray]) -> float:
     """Largest distance between two honest peers' parameters (0 for one peer)."""
-    stacked = np.stack([np.asarray(v, dtype=np.float64) for v in vectors])
-    if len(stacked) < 2:
-        return 0.0
-    diffs = stacked[:, None, :] - stacked[None, :, :]
-    return float(np.sqrt((diffs ** 2).sum(-1)).max())
+    return float(pairwise_distances(np.stack(vectors)).max())
 
 
 class InProcessRun:

@@ -106,7 +106,7 @@ class ResultsWriter:
         self.cfg = cfg
         self.rows: list[IterationRow] = []
         self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.dir / "config.toml", tomli_w.dumps(_toml_safe(cfg.to_dict())))
+        atomic_write(self.dir / "config.toml", tomli_w.dumps(toml_safe(cfg.to_dict())))
 
     @property
     def columns(self) -> list[str]:
@@ -131,11 +131,12 @@ class ResultsWriter:
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
-def _toml_safe(data: Any) -> Any:
+def toml_safe(data: Any) -> Any:
+    """TOML has no null: drop None values (they mean "the default")."""
     if isinstance(data, dict):
-        return {k: _toml_safe(v) for k, v in data.items() if v is not None}
+        return {k: toml_safe(v) for k, v in data.items() if v is not None}
     if isinstance(data, (list, tuple)):
-        return [_toml_safe(v) for v in data]
+        return [toml_safe(v) for v in data]
     return data
 
 
