@@ -14,30 +14,117 @@ from __future__ import annotations
 import json
 import statistics
 import time
+import tomllib
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import tomli_w
 from tqdm import tqdm
 
-from peer.cluster import Cluster, cluster_config, init_run
-from peer.results import atomic_write, read_metrics
+from adversary.attacks import make_attack
+from peer.cluster import Cluster, cluster_config, init_run, run_document
+from peer.config import ConfigError, RunConfig, deep_merge, parse_override
+from peer.results import atomic_write, read_metrics, toml_safe
 from peer.sweep import markdown_table
 
 DEFAULT_ATTACKS = ("none", "random_action", "large_noise", "avg_zero", "sign_flip", "alie", "ipm", "mimic",
                    "equivocation", "mda_fooling", "silence", "late_delivery")
 LABELS = {"decbyzpg": "DecByzPG", "dec-page-pg": "Dec-PAGE-PG"}
+NETWORK = {"linger": 2.0}
+MISBEHAVIOUR_EVERY = 5
 
 
-def run_cell(directory: Path, base: dict[str, Any], algorithm: str, attack: str, seed: int, peers: int,
+@dataclass(frozen=True)
+class AttackSpec:
+    """An attack of the matrix: a name and, for a stronger or weaker variant, its parameters.
+
+    Written `name` or `name:key=value[:key=value...]`, e.g. `ipm:epsilon=4`, so one
+    comma-separated --attacks list can hold several strengths of the same attack.
+    """
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """How the table names it: `ipm` or `ipm epsilon=4`."""
+        return " ".join([self.name, *(f"{k}={v}" for k, v in self.params.items())])
+
+    @property
+    def slug(self) -> str:
+        """A directory-safe name: `ipm` or `ipm-epsilon4`."""
+        return "-".join([self.name, *(f"{k}{v}" for k, v in self.params.items())])
+
+
+def parse_attack(text: str) -> AttackSpec:
+    """Parse and validate one attack spec; a bad name or parameter is a ConfigError."""
+    name, *assignments = [part.strip() for part in text.strip().split(":")]
+    if not name:
+        raise ConfigError(f"config error: attack {text!r} has no name")
+    params: dict[str, Any] = {}
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise ConfigError(f"config error: attack {text!r}: expected name:key=value (got {assignment!r})")
+        path, value = parse_override(assignment)
+        if len(path) != 1:
+            raise ConfigError(f"config error: attack {text!r}: parameter {'.'.join(path)!r} is not a plain name")
+        params[path[0]] = value
+    if name != "none":
+        try:
+            make_attack(name, params)
+        except ValueError as err:
+            raise ConfigError(f"config error: attack {text!r}: {err}") from None
+    elif params:
+        raise ConfigError(f"config error: attack {text!r}: the reference row 'none' takes no parameters")
+    return AttackSpec(name, params)
+
+
+def _cell_config(base: dict[str, Any], algorithm: str, seed: int, peers: int, byzantine: int) -> RunConfig:
+    return cluster_config(peers, byzantine, {**base, "algorithm": algorithm, "seed": seed,
+                                             "allow_beyond_tolerance": True})
+
+
+def _byzantine_ids(attack: AttackSpec, peers: int, byzantine: int) -> list[int]:
+    # "none": the reference row, every peer honest (the bound f stays, so DecByzPG's q is unchanged)
+    return [] if attack.name == "none" else list(range(peers - byzantine, peers))
+
+
+def expected_document(cfg: RunConfig, attack: AttackSpec, ids: Sequence[int],
+                      misbehaviour: Sequence[str]) -> dict[str, Any]:
+    """The run file (without its roster) a cell of these inputs writes, as TOML reads it back."""
+    document = run_document(cfg, ids, attack.name, attack.params, NETWORK)
+    if misbehaviour and ids:
+        document["adversary"]["misbehaviour"] = list(misbehaviour)
+        document["adversary"]["misbehaviour_every"] = MISBEHAVIOUR_EVERY
+    return tomllib.loads(tomli_w.dumps(toml_safe(document)))
+
+
+def finished_row(directory: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
+    """The row of a finished cell made from exactly these inputs, else None (the cell is redone).
+
+    The inputs are read back from the cell's own run file rather than trusted from its
+    name, so changing a default, the budget or an attack's strength never reuses a stale run.
+    """
+    row_path, run_file = directory / "matrix_row.json", directory / "run" / "run.toml"
+    if not row_path.exists() or not run_file.exists():
+        return None
+    recorded = tomllib.loads(run_file.read_text())
+    recorded.pop("peers", None)
+    # keys an older run file lacks count as today's defaults, as `peer.sweep` reads configs
+    defaults = tomllib.loads(tomli_w.dumps(toml_safe(run_document(RunConfig(), network=NETWORK))))
+    recorded = deep_merge({k: v for k, v in defaults.items() if isinstance(v, dict)}, recorded)
+    return json.loads(row_path.read_text()) if recorded == expected else None
+
+
+def run_cell(directory: Path, base: dict[str, Any], algorithm: str, attack: AttackSpec, seed: int, peers: int,
              byzantine: int, misbehaviour: Sequence[str], base_port: int, timeout: float) -> dict[str, Any]:
     """One multi-process run; returns its matrix row (and leaves its results in `directory`)."""
-    data = {**base, "algorithm": algorithm, "seed": seed, "allow_beyond_tolerance": True}
-    cfg = cluster_config(peers, byzantine, data)
-    # "none": the reference row, every peer honest (the bound f stays, so DecByzPG's q is unchanged)
-    ids = [] if attack == "none" else list(range(peers - byzantine, peers))
-    network = {"linger": 2.0}
-    init_run(directory / "run", cfg, ids, attack, base_port=base_port, network=network, overwrite=True)
+    cfg = _cell_config(base, algorithm, seed, peers, byzantine)
+    ids = _byzantine_ids(attack, peers, byzantine)
+    init_run(directory / "run", cfg, ids, attack.name, attack.params, base_port=base_port, network=NETWORK,
+             overwrite=True)
     if misbehaviour and ids:
         _add_misbehaviour(directory / "run" / "run.toml", misbehaviour)
     cluster = Cluster(directory / "run", directory)
@@ -55,17 +142,13 @@ def run_cell(directory: Path, base: dict[str, Any], algorithm: str, attack: str,
     finally:
         cluster.stop_all()
     summary = cluster.merge(time.monotonic() - started, interrupted=timed_out)
-    return row_from(directory, cluster, summary, algorithm, attack, seed, timed_out)
+    return row_from(directory, cluster, summary, algorithm, attack.label, seed, timed_out)
 
 
 def _add_misbehaviour(run_file: Path, kinds: Sequence[str]) -> None:
-    import tomllib
-
-    import tomli_w
-
     document = tomllib.loads(run_file.read_text())
     document.setdefault("adversary", {})["misbehaviour"] = list(kinds)
-    document["adversary"]["misbehaviour_every"] = 5
+    document["adversary"]["misbehaviour_every"] = MISBEHAVIOUR_EVERY
     atomic_write(run_file, tomli_w.dumps(document))
 
 
@@ -101,17 +184,22 @@ def row_from(directory: Path, cluster: Cluster, summary: dict[str, Any], algorit
 def run_matrix(out: Path, base: dict[str, Any], attacks: Sequence[str], algorithms: Sequence[str],
                seeds: Sequence[int], peers: int, byzantine: int, misbehaviour: Sequence[str], base_port: int,
                timeout: float) -> list[dict[str, Any]]:
-    cells = [(a, alg, s) for a in attacks for alg in algorithms for s in seeds]
+    """Run (or reuse) every cell, then write the table, the figure and matrix.json."""
+    specs = [parse_attack(a) for a in attacks]
+    cells = [(a, alg, s) for a in specs for alg in algorithms for s in seeds]
+    for attack, algorithm, seed in cells:  # every configuration error before the first minute-long run
+        _cell_config(base, algorithm, seed, peers, byzantine)
     rows = []
     with tqdm(total=len(cells), desc="matrix", unit="run", dynamic_ncols=True) as bar:
         for attack, algorithm, seed in cells:
-            directory = out / "runs" / f"{algorithm}-{attack}-s{seed}"
-            done = directory / "matrix_row.json"
-            if done.exists():
-                rows.append(json.loads(done.read_text()))
-            else:
-                rows.append(run_cell(directory, base, algorithm, attack, seed, peers, byzantine, misbehaviour,
-                                     base_port, timeout))
+            directory = out / "runs" / f"{algorithm}-{attack.slug}-s{seed}"
+            cfg = _cell_config(base, algorithm, seed, peers, byzantine)
+            expected = expected_document(cfg, attack, _byzantine_ids(attack, peers, byzantine), misbehaviour)
+            row = finished_row(directory, expected)
+            if row is None:
+                row = run_cell(directory, base, algorithm, attack, seed, peers, byzantine, misbehaviour,
+                               base_port, timeout)
+            rows.append(row)
             bar.update()
     write_outputs(out, rows)
     return rows

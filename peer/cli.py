@@ -388,7 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="For each attack and algorithm, a K-peer multi-process run on loopback; a table "
                                     "and a figure of the outcome, rejections by reason, equivocations, crashes, stalls.")
     _add_config_flags(mx)
-    mx.add_argument("--attacks", type=_csv, help="attacks to run (default: none plus every attack)")
+    mx.add_argument("--attacks", type=_csv,
+                    help="attacks to run, each NAME or NAME:KEY=VALUE[:KEY=VALUE] for a variant, e.g. "
+                         "none,alie,ipm:epsilon=4 (default: none plus every attack at its default strength)")
     mx.add_argument("--algorithms", type=_csv, default=["decbyzpg", "dec-page-pg"])
     mx.add_argument("--seeds", type=_seeds, default=_seeds("0-1"))
     mx.add_argument("--peers", type=int, default=13)

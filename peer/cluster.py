@@ -34,6 +34,26 @@ def roster_addresses(num_peers: int, host: str, base_port: int, compose: bool) -
     return [f"{host}:{base_port + k}" for k in range(num_peers)]
 
 
+def run_document(cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str = "avg_zero",
+                 attack_params: Mapping[str, Any] | None = None,
+                 network: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The run file's content without its roster: what decides how the run behaves.
+
+    Kept apart from `init_run` so a caller can tell whether an existing run directory
+    was made from the same inputs (the roster's keys are fresh on every init).
+    """
+    data = cfg.to_dict()
+    data.pop("attack")
+    if not cfg.allow_beyond_tolerance:
+        data.pop("allow_beyond_tolerance")
+    data["policy"]["hidden"] = list(cfg.policy.hidden)
+    document: dict[str, Any] = {**data, "network": dict(network or {})}
+    if byzantine_ids:
+        document["adversary"] = {"byzantine_ids": list(byzantine_ids), "attack": attack,
+                                 "params": dict(attack_params or {})}
+    return document
+
+
 def init_run(directory: Path, cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str = "avg_zero",
              attack_params: Mapping[str, Any] | None = None, host: str = "127.0.0.1", base_port: int = 50100,
              compose: bool = False, network: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
@@ -49,15 +69,12 @@ def init_run(directory: Path, cfg: RunConfig, byzantine_ids: Sequence[int] = (),
     for k in range(cfg.num_peers):
         public = generate_key(keys_dir / f"{k}.key", overwrite=overwrite)
         peers.append({"id": k, "address": addresses[k], "public_key": public})
-    data = cfg.to_dict()
-    data.pop("attack")
-    if not cfg.allow_beyond_tolerance:
-        data.pop("allow_beyond_tolerance")
-    data["policy"]["hidden"] = list(cfg.policy.hidden)
-    document: dict[str, Any] = {**data, "network": dict(network or {}), "peers": peers}
-    if byzantine_ids:
-        document["adversary"] = {"byzantine_ids": list(byzantine_ids), "attack": attack,
-                                 "params": dict(attack_params or {})}
+    document = run_document(cfg, byzantine_ids, attack, attack_params, network)
+    # the roster sits between [network] and [adversary], as users read it
+    adversary = document.pop("adversary", None)
+    document["peers"] = peers
+    if adversary is not None:
+        document["adversary"] = adversary
     header = ("# DecByzPG run file: every peer of the run gets this same file.\n"
               "# num_byzantine is the bound f that honest peers assume; nothing here says who is Byzantine\n"
               "# except the [adversary] table, which only Byzantine daemons read.\n")

@@ -228,11 +228,11 @@ def _check_keys(section: str, data: Mapping[str, Any], allowed: set[str]) -> Non
         )
 
 
-def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key != "params":
-            out[key] = _deep_merge(dict(out[key]), value)
+            out[key] = deep_merge(dict(out[key]), value)
         else:
             out[key] = value
     return out
@@ -259,7 +259,7 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
     algorithm = _choice("algorithm", data.get("algorithm", RunConfig.algorithm), ALGORITHMS)
     merged = ENV_PRESETS[env]
     for layer in (PRESETS[preset], ALGORITHM_PRESETS[algorithm], data):
-        merged = _deep_merge(merged, layer)
+        merged = deep_merge(merged, layer)
 
     def section(name: str, cls: type) -> dict[str, Any]:
         raw = dict(merged.get(name, {}))

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 import tomllib
 
-from peer.config import RunConfig, _deep_merge, build_config
+from peer.config import RunConfig, deep_merge, build_config
 from peer.results import atomic_write, read_metrics
 
 SUMMARY_FIELDS = ("final_honest_return", "last_1000_honest_return", "trajectories_to_475",
@@ -69,7 +69,7 @@ def _finished(directory: Path, job: Job) -> dict[str, Any] | None:
     summary = json.loads(path.read_text())
     if summary.get("interrupted"):
         return None
-    recorded = _deep_merge(RunConfig().to_dict(), tomllib.loads((directory / "config.toml").read_text()))
+    recorded = deep_merge(RunConfig().to_dict(), tomllib.loads((directory / "config.toml").read_text()))
     expected = json.loads(json.dumps(build_config(job.overrides).to_dict()))
     return summary if json.loads(json.dumps(recorded)) == expected else None
 
@@ -188,7 +188,7 @@ def suite(name: str, seeds: Sequence[int], budget: int | None, base: Mapping[str
     """The paper's figures as job lists: 'speedup', 'attacks', 'lunar'."""
 
     def job(label: str, panel: str, **over: Any) -> list[Job]:
-        merged = _deep_merge(dict(base), over)
+        merged = deep_merge(dict(base), over)
         if budget is not None:
             merged["trajectories_per_agent"] = budget
         return [Job(label, panel, {**merged, "seed": s}) for s in seeds]
@@ -228,7 +228,7 @@ def grid(algorithms: Sequence[str], peers: Sequence[int], byzantine: Sequence[in
         for k in peers:
             for f in byzantine:
                 for attack in (attacks if f > 0 else ["none"]):
-                    over = _deep_merge(dict(base), {"algorithm": algorithm, "num_peers": k, "num_byzantine": f,
+                    over = deep_merge(dict(base), {"algorithm": algorithm, "num_peers": k, "num_byzantine": f,
                                                     "attack": {"name": attack}})
                     if budget is not None:
                         over["trajectories_per_agent"] = budget

@@ -1,10 +1,15 @@
-"""One cell of the resilience matrix, end to end with real processes."""
+"""The resilience matrix: attack specs, reuse of finished cells, and one cell end to end."""
 
 from __future__ import annotations
 
 import json
 
-from adversary.matrix import run_matrix, summarize_rows
+import pytest
+
+from adversary.matrix import (_byzantine_ids, _cell_config, expected_document, finished_row, parse_attack,
+                              run_matrix, summarize_rows)
+from peer.cli import main
+from peer.config import ConfigError
 from tests.netutil import free_port_block
 
 TINY = {"trajectories_per_agent": 40, "estimator": {"large_batch": 8, "small_batch": 2, "horizon": 100}}
@@ -22,5 +27,40 @@ def test_matrix_cell_reports_rejections_and_health(tmp_path) -> None:
     assert (tmp_path / "matrix.png").exists()
     assert json.loads((tmp_path / "matrix.json").read_text())["runs"][0]["attack"] == "large_noise"
     again = run_matrix(tmp_path, TINY, ["large_noise"], ["decbyzpg"], [0], peers=5, byzantine=1,
-                       misbehaviour=[], base_port=free_port_block(5), timeout=300)
+                       misbehaviour=["garbage", "flood_future"], base_port=free_port_block(5), timeout=300)
     assert again == rows  # finished cells are reused
+
+    # ...but only when made from the same inputs: any change redoes the cell
+    cell = tmp_path / "runs" / "decbyzpg-large_noise-s0"
+
+    def reused(base, attack="large_noise", misbehaviour=("garbage", "flood_future")) -> bool:
+        spec = parse_attack(attack)
+        expected = expected_document(_cell_config(base, "decbyzpg", 0, 5, 1), spec, _byzantine_ids(spec, 5, 1),
+                                     list(misbehaviour))
+        return finished_row(cell, expected) is not None
+
+    assert reused(TINY)
+    assert not reused(TINY, misbehaviour=())
+    assert not reused(TINY, attack="large_noise:scale=1.0")
+    assert not reused({**TINY, "trajectories_per_agent": 41})
+    assert not reused({**TINY, "optimizer": {"step_size": 0.01}})
+
+
+def test_attack_specs_name_variants_and_reject_bad_parameters() -> None:
+    plain = parse_attack("ipm")
+    assert (plain.label, plain.slug, plain.params) == ("ipm", "ipm", {})
+    strong = parse_attack("ipm:epsilon=4")
+    assert (strong.label, strong.slug, strong.params) == ("ipm epsilon=4", "ipm-epsilon4", {"epsilon": 4})
+    assert parse_attack("alie:z=1.5").params == {"z": 1.5}
+    for bad, words in [("ipm:eps=4", "unknown parameter 'eps'"), ("alie:z=big", "must be float"),
+                       ("ipm:epsilon", "name:key=value"), ("nope", "must be one of"),
+                       ("none:z=1", "takes no parameters"), (":z=1", "has no name")]:
+        with pytest.raises(ConfigError, match=words):
+            parse_attack(bad)
+
+
+def test_matrix_cli_rejects_a_bad_attack_before_running(tmp_path, capsys) -> None:
+    code = main(["matrix", "--attacks", "none,ipm:epsilon=x", "--out", str(tmp_path / "m")])
+    assert code == 2
+    assert "attack 'ipm:epsilon=x'" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
