@@ -240,18 +240,14 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from adversary.matrix import run_matrix
+    from adversary.matrix import DEFAULT_ATTACKS, run_matrix, summarize_rows
     from peer.sweep import markdown_table
 
     base = _config_data(args, {})
     if args.trajectories is None:
         base["trajectories_per_agent"] = 2000
-    from adversary.matrix import DEFAULT_ATTACKS
-
-    rows = run_matrix(Path(args.out), base, args.attacks or list(DEFAULT_ATTACKS), args.algorithms, args.seeds, args.peers, args.byzantine,
-                      args.misbehaviour, args.base_port, args.timeout)
-    from adversary.matrix import summarize_rows
-
+    rows = run_matrix(Path(args.out), base, args.attacks or list(DEFAULT_ATTACKS), args.algorithms, args.seeds,
+                      args.peers, args.byzantine, args.misbehaviour, args.base_port, args.timeout)
     print(markdown_table(summarize_rows(rows)))
     print(f"table: {Path(args.out) / 'table.md'}  figure: {Path(args.out) / 'matrix.png'}")
     return 0
@@ -390,9 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(mx)
     mx.add_argument("--attacks", type=_csv,
                     help="attacks to run, each NAME or NAME:KEY=VALUE[:KEY=VALUE] for a variant, e.g. "
-                         "none,alie,ipm:epsilon=4 (default: none plus every attack at its default strength)")
+                         "none,alie,ipm:epsilon=4 (default: none, every attack at its default strength, "
+                         "alie:z=6 and ipm:epsilon=4)")
     mx.add_argument("--algorithms", type=_csv, default=["decbyzpg", "dec-page-pg"])
-    mx.add_argument("--seeds", type=_seeds, default=_seeds("0-1"))
+    mx.add_argument("--seeds", type=_seeds, default=_seeds("0-2"), help="e.g. 0-2 (default)")
     mx.add_argument("--peers", type=int, default=13)
     mx.add_argument("--byzantine", type=int, default=3)
     mx.add_argument("--misbehaviour", type=_csv, default=[],
