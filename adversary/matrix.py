@@ -223,6 +223,7 @@ def summarize_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         table.append({
             "attack": attack, "algorithm": LABELS.get(algorithm, algorithm), "seeds": len(items),
             "median_final_return": statistics.median(finals) if finals else None,
+            "worst_final_return": min(finals) if finals else None,
             "reached_475": f"{len(reached)}/{len(items)}",
             "median_trajectories_to_475": statistics.median(reached) if len(reached) * 2 > len(items) else None,
             "rejected_by_reason": ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) or "none",

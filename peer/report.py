@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+from adversary.matrix import summarize_rows
 from peer.results import atomic_write
 from peer.sweep import markdown_table
 
@@ -97,9 +98,38 @@ def _matrix_section(matrix: Path, figures: Path) -> list[str]:
     if png.exists():
         shutil.copyfile(png, figures / "matrix.png")
         out += ["![resilience matrix](figures/matrix.png)", ""]
-    table = json.loads((matrix / "matrix.json").read_text())["table"]
+    table = summarize_rows(json.loads((matrix / "matrix.json").read_text())["runs"])
+    out += ["Checks computed from the runs (a collapse is a median final return below 100):", ""]
+    out += _matrix_checks(table) + [""]
     out += [markdown_table(table), ""]
     return out
+
+
+def _matrix_checks(table: Sequence[dict[str, Any]]) -> list[str]:
+    """Per attack, what the issue expects of each algorithm, evaluated on the data."""
+    lines = []
+    for attack in dict.fromkeys(r["attack"] for r in table):
+        cells = {r["algorithm"]: r for r in table if r["attack"] == attack}
+        parts = []
+        if (row := cells.get("DecByzPG")) is not None:
+            worst = row["worst_final_return"]
+            parts.append(f"DecByzPG reached 475 in {row['reached_475']} seeds, worst final return "
+                         f"{_number(worst)}")
+        if (row := cells.get("Dec-PAGE-PG")) is not None:
+            final = row["median_final_return"]
+            verdict = "collapses" if final is not None and final < 100 else "keeps learning"
+            parts.append(f"Dec-PAGE-PG median final return {_number(final)} -> {verdict}")
+        lines.append(f"- {attack}: " + "; ".join(parts))
+    runs = sum(r["seeds"] for r in table)
+    crashed = sum(1 for r in table if r["honest_crashed"])
+    stalled = sum(1 for r in table if r["honest_stalled"])
+    lines.append(f"- honest peers: {'no' if not crashed else crashed} table rows with a crash, "
+                 f"{'no' if not stalled else stalled} with a round past its deadline, over {runs} runs")
+    return lines
+
+
+def _number(value: float | None) -> str:
+    return "none" if value is None else f"{value:.1f}"
 
 
 def write_report(sweeps: Sequence[Path], out: Path, bench: str | None = None,

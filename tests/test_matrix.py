@@ -64,3 +64,25 @@ def test_matrix_cli_rejects_a_bad_attack_before_running(tmp_path, capsys) -> Non
     assert code == 2
     assert "attack 'ipm:epsilon=x'" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def _row(algorithm: str, attack: str, seed: int, final: float, reached: int | None, **extra) -> dict:
+    return {"algorithm": algorithm, "attack": attack, "seed": seed, "final_honest_return": final,
+            "trajectories_to_475": reached, "trajectories_per_agent": 2000, "rejected": {"MALFORMED": 2},
+            "equivocators": [], "crashed": [], "stalled": False, **extra}
+
+
+def test_report_checks_are_computed_from_the_matrix_runs(tmp_path) -> None:
+    from peer.report import _matrix_section
+
+    runs = [_row("decbyzpg", "ipm epsilon=4", 0, 499.0, 900), _row("decbyzpg", "ipm epsilon=4", 1, 460.0, None),
+            _row("dec-page-pg", "ipm epsilon=4", 0, 9.5, None), _row("dec-page-pg", "ipm epsilon=4", 1, 12.0, None),
+            _row("decbyzpg", "silence", 0, 498.0, 1200, stalled=True)]
+    (tmp_path / "matrix").mkdir()
+    (tmp_path / "matrix" / "matrix.json").write_text(json.dumps({"runs": runs, "table": []}))
+    text = "\n".join(_matrix_section(tmp_path / "matrix", tmp_path))
+    assert ("- ipm epsilon=4: DecByzPG reached 475 in 1/2 seeds, worst final return 460.0; "
+            "Dec-PAGE-PG median final return 10.8 -> collapses") in text
+    assert "- silence: DecByzPG reached 475 in 1/1 seeds" in text
+    assert "no table rows with a crash, 1 with a round past its deadline, over 5 runs" in text
+    assert "| MALFORMED 4 |" in text  # rejections are summed over seeds
