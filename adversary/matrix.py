@@ -12,6 +12,7 @@ interrupted matrix resumes.
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import time
 import tomllib
@@ -126,6 +127,10 @@ def run_cell(directory: Path, base: dict[str, Any], algorithm: str, attack: Atta
     """One multi-process run; returns its matrix row (and leaves its results in `directory`)."""
     cfg = _cell_config(base, algorithm, seed, peers, byzantine)
     ids = _byzantine_ids(attack, peers, byzantine)
+    # A cell is redone from scratch: an interrupted or stale attempt's checkpoints belong
+    # to another roster, and the daemons rightly refuse to resume from them.
+    if directory.exists():
+        shutil.rmtree(directory)
     init_run(directory / "run", cfg, ids, attack.name, attack.params, base_port=base_port, network=NETWORK,
              overwrite=True)
     if misbehaviour and ids:

@@ -45,6 +45,13 @@ def test_matrix_cell_reports_rejections_and_health(tmp_path) -> None:
     assert not reused({**TINY, "trajectories_per_agent": 41})
     assert not reused({**TINY, "optimizer": {"step_size": 0.01}})
 
+    # a redone cell starts clean: the old attempt's checkpoints (another roster) are not resumed
+    redone = run_matrix(tmp_path, TINY, ["large_noise"], ["decbyzpg"], [0], peers=5, byzantine=1,
+                        misbehaviour=[], base_port=free_port_block(5), timeout=300)
+    assert redone[0]["crashed"] == [] and redone[0]["stalled"] is False
+    assert redone[0]["rejected"] == {} and redone[0]["trajectories_per_agent"] <= 40
+    assert reused(TINY, misbehaviour=()) and not reused(TINY)
+
 
 def test_attack_specs_name_variants_and_reject_bad_parameters() -> None:
     plain = parse_attack("ipm")
