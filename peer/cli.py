@@ -18,6 +18,9 @@ from typing import Any, Sequence
 
 from peer.config import ConfigError, apply_override, build_config, load_toml, parse_override
 
+# peer.sweep.SUITES, spelled out so that parsing arguments does not import torch
+SWEEP_SUITES = ("speedup", "attacks", "lunar", "bucketing")
+
 DEFAULT_RESULTS = Path("results")
 
 
@@ -309,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Run a named suite (the paper's figures) or a grid, then plot mean +/- std "
                                     "over seeds. Finished runs are reused, so an interrupted sweep resumes.")
     _add_config_flags(sw)
-    sw.add_argument("--suite", choices=("speedup", "attacks", "lunar"),
+    sw.add_argument("--suite", choices=SWEEP_SUITES,
                     help="the paper's figure to reproduce")
     sw.add_argument("--title", help="title of the figure and table (grids)")
     sw.add_argument("--algorithms", type=_csv, help="grid: e.g. decbyzpg,dec-page-pg")

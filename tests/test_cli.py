@@ -102,3 +102,19 @@ def test_keygen_init_and_identity_checks(tmp_path, capsys) -> None:
     assert main(["init", "--peers", "4", "--byzantine", "0", "--byzantine-peers", "0", "--compose",
                  "--out", str(compose)]) == 0
     assert 'address = "peer-3:50051"' in (compose / "run.toml").read_text()
+
+
+def test_every_named_suite_is_offered_and_builds_valid_jobs() -> None:
+    from peer import sweep
+    from peer.cli import SWEEP_SUITES
+    from peer.config import build_config
+
+    assert SWEEP_SUITES == sweep.SUITES
+    for name in SWEEP_SUITES:
+        jobs, title = sweep.suite(name, [0, 1], 100, {})
+        configurations = {json.dumps(job.overrides, sort_keys=True) for job in jobs}
+        assert title and len({job.slug for job in jobs}) == len(configurations)  # one run per configuration
+        for job in jobs:
+            build_config(job.overrides)
+    jobs, _ = sweep.suite("bucketing", [0], None, {})
+    assert sorted({job.overrides["aggregation"]["bucket_size"] for job in jobs}) == [1, 2]
