@@ -32,14 +32,14 @@ def _checks(rows: list[dict[str, Any]]) -> list[str]:
         final = row["median_final_return"]
         if label.startswith("Dec-PAGE-PG (K=13, f=3)"):
             verdict = "collapses" if final is not None and final < 100 else "keeps learning"
-            lines.append(f"- Dec-PAGE-PG, f = 3, {panel}: median final return {final:.1f} -> {verdict}")
+            lines.append(f"- {label}, {panel}: median final return {final:.1f} -> {verdict}")
         if label.startswith("DecByzPG (K=13, f=3)"):
             reached = row["median_trajectories_to_475"]
             tail = row["min_last_1000_return"]
             goal = (reached is not None and reached <= GOAL_TRAJECTORIES and tail is not None
                     and tail >= GOAL_TAIL_RETURN)
             lines.append(
-                f"- DecByzPG, f = 3, {panel}: 475 reached by {row['reached_475']}/{row['seeds']} seeds, median "
+                f"- {label}, {panel}: 475 reached by {row['reached_475']}/{row['seeds']} seeds, median "
                 f"{reached if reached is not None else 'never'} trajectories per agent; worst seed's mean return "
                 f"over the last 1,000 trajectories {tail:.1f}; goal (<= {GOAL_TRAJECTORIES} and >= "
                 f"{GOAL_TAIL_RETURN:.0f}) {'met' if goal else 'NOT met'}")
