@@ -118,3 +118,24 @@ def test_every_named_suite_is_offered_and_builds_valid_jobs() -> None:
             build_config(job.overrides)
     jobs, _ = sweep.suite("bucketing", [0], None, {})
     assert sorted({job.overrides["aggregation"]["bucket_size"] for job in jobs}) == [1, 2]
+
+
+def test_report_checks_evaluate_the_goal_per_configuration() -> None:
+    from peer.report import _checks
+
+    def row(configuration: str, final: float, reached: int | None, tail: float) -> dict:
+        return {"configuration": configuration, "panel": "AvgZero", "median_final_return": final,
+                "median_trajectories_to_475": reached, "min_last_1000_return": tail, "reached_475": "2",
+                "seeds": 3}
+
+    lines = _checks([row("Dec-PAGE-PG (K=13, f=3)", 21.6, None, 20.0),
+                     row("DecByzPG (K=13, f=3)", 499.0, 1234, 497.7),
+                     row("DecByzPG (K=13, f=3), bucket size 2", 480.0, 1500, 11.0),
+                     row("DecByzPG (K=13, f=3), bucket size 1", 499.0, 2600, 499.0),
+                     row("PAGE-PG (K=1)", 10.0, None, 10.0)])
+    assert lines[0] == "- Dec-PAGE-PG (K=13, f=3), AvgZero: median final return 21.6 -> collapses"
+    assert lines[1].startswith("- DecByzPG (K=13, f=3), AvgZero: 475 reached by 2/3 seeds, median 1234")
+    assert lines[1].endswith("met") and not lines[1].endswith("NOT met")
+    assert lines[2].endswith("NOT met")  # a collapsed seed's tail fails the goal
+    assert lines[3].endswith("NOT met")  # too slow
+    assert len(lines) == 4
