@@ -230,13 +230,19 @@ def summarize_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "median_final_return": statistics.median(finals) if finals else None,
             "worst_final_return": min(finals) if finals else None,
             "reached_475": f"{len(reached)}/{len(items)}",
-            "median_trajectories_to_475": statistics.median(reached) if len(reached) * 2 > len(items) else None,
+            "median_trajectories_to_475": (_whole(statistics.median(reached)) if len(reached) * 2 > len(items)
+                                           else None),
             "rejected_by_reason": ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) or "none",
             "equivocators": ",".join(str(e) for e in sorted({e for r in items for e in r["equivocators"]})) or "-",
             "honest_crashed": any(r["crashed"] for r in items),
             "honest_stalled": any(r["stalled"] for r in items),
         })
     return table
+
+
+def _whole(value: float) -> float | int:
+    """A median of trajectory counts, shown as a count when it is one."""
+    return int(value) if float(value).is_integer() else value
 
 
 def write_outputs(out: Path, rows: Sequence[dict[str, Any]]) -> None:

@@ -149,7 +149,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
         if v is None:
             return "never"
         if isinstance(v, float):
-            return f"{v:.1f}" if abs(v) >= 100 or v == 0 else f"{v:.3g}"
+            return f"{v:.1f}" if abs(v) >= 10 or v == 0 else f"{v:.3g}"
         return str(v)
 
     lines = ["| " + " | ".join(c.replace("_", " ") for c in columns) + " |",
