@@ -261,19 +261,23 @@ def _plot(path: Path, table: Sequence[dict[str, Any]]) -> None:
 
     attacks = list(dict.fromkeys(r["attack"] for r in table))
     algorithms = list(dict.fromkeys(r["algorithm"] for r in table))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(attacks) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(attacks) + 2), 4.8))
     width = 0.8 / max(1, len(algorithms))
     for i, algorithm in enumerate(algorithms):
         values = [next((r["median_final_return"] for r in table if r["attack"] == a and r["algorithm"] == algorithm),
                        None) for a in attacks]
+        worst = [next((r.get("worst_final_return") for r in table if r["attack"] == a and r["algorithm"] == algorithm),
+                      None) for a in attacks]
         x = np.arange(len(attacks)) + i * width
-        ax.bar(x, [v if v is not None else 0 for v in values], width, label=algorithm)
+        ax.bar(x, [v if v is not None else 0 for v in values], width, label=f"{algorithm} (median over seeds)")
+        ax.scatter(x, [w if w is not None else np.nan for w in worst], marker="_", s=140, zorder=3, color="black",
+                   linewidths=2, label="worst seed" if i == 0 else None)
     ax.axhline(475, color="grey", lw=0.8, ls=":")
     ax.set_xticks(np.arange(len(attacks)) + width * (len(algorithms) - 1) / 2)
     ax.set_xticklabels(attacks, rotation=30, ha="right")
-    ax.set_ylabel("honest mean return at the end (median over seeds)")
+    ax.set_ylabel("honest mean return at the end")
     ax.set_title("Resilience over the wire (K = 13, f = 3)")
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.png")
