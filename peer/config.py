@@ -303,6 +303,12 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
         bucket_size=_int("aggregation.bucket_size", a.get("bucket_size", 2), 1),
         every_iteration=_bool("aggregation.every_iteration", a.get("every_iteration", False)),
     )
+    if aggregation.bucket_size != AggregationConfig.bucket_size and not aggregation.rule.startswith("bucketing+"):
+        # the field is always written out (as its default), so only a changed value is an error
+        raise ConfigError(
+            f"config error: aggregation.bucket_size = {aggregation.bucket_size} has no effect with rule "
+            f"{aggregation.rule!r}; it applies to bucketing+<rule> (e.g. rule = \"bucketing+{aggregation.rule}\")"
+        )
     g = section("agreement", AgreementConfig)
     agreement = AgreementConfig(
         rule=_choice("agreement.rule", g.get("rule", AgreementConfig.rule), tuple(AGREEMENT_NAMES)),

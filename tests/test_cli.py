@@ -117,7 +117,7 @@ def test_every_named_suite_is_offered_and_builds_valid_jobs() -> None:
         for job in jobs:
             build_config(job.overrides)
     jobs, _ = sweep.suite("bucketing", [0], None, {})
-    assert sorted({job.overrides["aggregation"]["bucket_size"] for job in jobs}) == [1, 2]
+    assert sorted({job.overrides["aggregation"]["rule"] for job in jobs}) == ["bucketing+rfa", "rfa"]
 
 
 def test_report_checks_evaluate_the_goal_per_configuration() -> None:

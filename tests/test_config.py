@@ -31,6 +31,8 @@ def test_defaults_follow_the_environment_and_algorithm() -> None:
     ({"policy": {"hidden": []}}, "policy.hidden"),
     ({"policy": {"activation": "gelu"}}, "policy.activation"),
     ({"aggregation": {"rule": "average"}}, "aggregation.rule"),
+    ({"aggregation": {"rule": "rfa", "bucket_size": 1}}, "aggregation.bucket_size"),  # would be ignored
+    ({"aggregation": {"rule": "bucketing+rfa", "bucket_size": 0}}, "aggregation.bucket_size"),
     ({"agreement": {"rule": "mdx"}}, "agreement.rule"),
     ({"agreement": {"rounds": -1}}, "agreement.rounds"),
     ({"env": "Pong-v5"}, "env"),
@@ -97,3 +99,8 @@ def test_genesis_hash_ignores_what_honest_peers_cannot_know() -> None:
     c = build_config({"num_byzantine": 3, "attack": {"name": "avg_zero"}, "seed": 1})
     assert a.genesis_hash() == b.genesis_hash()
     assert a.genesis_hash() != c.genesis_hash()
+
+
+def test_bucket_size_applies_only_behind_bucketing() -> None:
+    assert build_config({"aggregation": {"rule": "bucketing+rfa", "bucket_size": 3}}).aggregation.bucket_size == 3
+    assert build_config({"aggregation": {"rule": "rfa", "bucket_size": 2}}).aggregation.rule == "rfa"  # as written out
