@@ -1,5 +1,5 @@
 """`decbyzpg` command line: peer daemons (keygen, init, peer, adversary, status, cluster) and
-experiments (run, sweep, matrix, bench, report).
+experiments (run, trace, sweep, matrix, bench, report).
 
 Every configuration error is reported as one line naming the field, with exit status 2;
 tracebacks are reserved for bugs.
@@ -82,6 +82,28 @@ def _config_data(args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, A
 # ---------------------------------------------------------------- run
 
 
+def _run_config(args: argparse.Namespace) -> Any:
+    """The configuration `run` and `trace` resolve to from the run file and flags."""
+    extra: dict[str, Any] = {"num_peers": args.peers, "num_byzantine": args.byzantine, "seed": args.seed,
+                             "attack.name": args.attack}
+    if not args.config:  # the main job: 13 peers, 3 of them AvgZero Byzantines
+        extra = {"num_peers": 13, "num_byzantine": 3, **{k: v for k, v in extra.items() if v is not None}}
+        if extra["num_byzantine"] > 0:
+            extra.setdefault("attack.name", "avg_zero")
+    return build_config(_config_data(args, extra))
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from adversary.trace import trace, write_trace
+
+    cfg = _run_config(args)
+    out = Path(args.out)
+    rows = trace(cfg, args.peer_id)
+    write_trace(out, rows)
+    print(f"{len(rows)} iterations measured at peer {args.peer_id} -> {out}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -89,14 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from peer.experiment import describe, run_experiment
 
-    extra: dict[str, Any] = {"num_peers": args.peers, "num_byzantine": args.byzantine, "seed": args.seed,
-                             "attack.name": args.attack}
-    if not args.config:  # the main job: 13 peers, 3 of them AvgZero Byzantines
-        extra = {"num_peers": 13, "num_byzantine": 3, **{k: v for k, v in extra.items() if v is not None}}
-        if extra["num_byzantine"] > 0:
-            extra.setdefault("attack.name", "avg_zero")
-    data = _config_data(args, extra)
-    cfg = build_config(data)
+    cfg = _run_config(args)
     out = Path(args.out) if args.out else DEFAULT_RESULTS / (
         _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{cfg.algorithm}-K{cfg.num_peers}")
     console = Console(stderr=True)
@@ -293,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="decbyzpg",
         description="DecByzPG: decentralized Byzantine fault-tolerant federated policy gradient. Peer daemons "
-                    "(keygen, init, peer, adversary, status, cluster) and experiments (run, sweep, matrix, bench, "
+                    "(keygen, init, peer, adversary, status, cluster) and experiments (run, trace, sweep, matrix, bench, "
                     "report).")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -307,6 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="results directory (default results/<time>-<algorithm>-K<K>)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
+
+    tr = sub.add_parser("trace", help="per iteration, how far an attack moved one honest peer's aggregate",
+                        description="Run in one process (as `run`) and write a CSV, per iteration, of the honest "
+                                    "mean's norm, the honest spread, the aggregate's distance from the honest "
+                                    "mean and its cosine with it, measured at one honest peer.")
+    _add_config_flags(tr)
+    tr.add_argument("--peers", type=int, help="K, number of peers (default 13)")
+    tr.add_argument("--byzantine", type=int, help="f, number of Byzantine peers (default 3)")
+    tr.add_argument("--attack", help="attack of the Byzantine peers (default avg_zero)")
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--peer-id", type=int, default=0, help="the honest peer to measure (default 0)")
+    tr.add_argument("--out", required=True, help="CSV file to write")
+    tr.set_defaults(func=cmd_trace)
 
     sw = sub.add_parser("sweep", help="a grid of runs in parallel, with figures and a table",
                         description="Run a named suite (the paper's figures) or a grid, then plot mean +/- std "
