@@ -37,6 +37,8 @@ sweeps: install
 	$(MAKE) ablation
 	$(BIN)/decbyzpg sweep --suite bucketing --seeds 0-7 --trajectories 2000
 	$(BIN)/decbyzpg matrix --seeds 0-2 --trajectories 2000 --misbehaviour all
+	$(BIN)/decbyzpg trace --attack avg_zero --seed 2 --trajectories 2000 --allow-beyond-tolerance \
+		--out results/trace-avg_zero-s2.csv
 	$(BIN)/decbyzpg cluster --out results/cluster-main
 
 ## The estimator ablation behind docs/TUNING.md: the paper's estimator settings at the
