@@ -24,8 +24,21 @@ def _rows(sweep: Path) -> list[dict[str, Any]]:
     return json.loads((sweep / "table.json").read_text())
 
 
-def _checks(rows: list[dict[str, Any]]) -> list[str]:
-    """The claims the issue asks the attack figure to support, evaluated on the data."""
+def _budget(sweep: Path) -> int | None:
+    """The fewest trajectories per agent any run of a sweep ended at."""
+    counts = [json.loads(p.read_text()).get("trajectories_per_agent") for p in sweep.glob("runs/*/summary.json")]
+    counts = [c for c in counts if isinstance(c, int)]
+    return min(counts) if counts else None
+
+
+def _checks(rows: list[dict[str, Any]], budget: int | None = None) -> list[str]:
+    """The claims the issue asks the attack figure to support, evaluated on the data.
+
+    The goal (475 within GOAL_TRAJECTORIES, then held over the last 1,000) is judged only
+    when the runs went 1,000 trajectories past GOAL_TRAJECTORIES; a shorter run's last
+    1,000 trajectories still contain the climb, so they say nothing about holding.
+    """
+    judge = budget is None or budget >= GOAL_TRAJECTORIES + 1000
     lines = []
     for row in rows:
         label, panel = row["configuration"], row["panel"]
@@ -38,11 +51,12 @@ def _checks(rows: list[dict[str, Any]]) -> list[str]:
             tail = row["min_last_1000_return"]
             goal = (reached is not None and reached <= GOAL_TRAJECTORIES and tail is not None
                     and tail >= GOAL_TAIL_RETURN)
+            median = f"{reached:.0f}" if reached is not None else "never"
+            verdict = ("met" if goal else "NOT met") if judge else f"not judged (runs ended at {budget} trajectories)"
             lines.append(
                 f"- {label}, {panel}: 475 reached by {row['reached_475']}/{row['seeds']} seeds, median "
-                f"{reached if reached is not None else 'never'} trajectories per agent; worst seed's mean return "
-                f"over the last 1,000 trajectories {tail:.1f}; goal (<= {GOAL_TRAJECTORIES} and >= "
-                f"{GOAL_TAIL_RETURN:.0f}) {'met' if goal else 'NOT met'}")
+                f"{median} trajectories per agent; worst seed's mean return over the last 1,000 trajectories "
+                f"{tail:.1f}; goal (<= {GOAL_TRAJECTORIES} and >= {GOAL_TAIL_RETURN:.0f}) {verdict}")
     return lines
 
 
@@ -118,7 +132,8 @@ def _matrix_checks(table: Sequence[dict[str, Any]]) -> list[str]:
         if (row := cells.get("Dec-PAGE-PG")) is not None:
             final = row["median_final_return"]
             verdict = "collapses" if final is not None and final < 100 else "keeps learning"
-            parts.append(f"Dec-PAGE-PG median final return {_number(final)} -> {verdict}")
+            parts.append(f"Dec-PAGE-PG median final return {_number(final)} (worst seed "
+                         f"{_number(row['worst_final_return'])}) -> {verdict}")
         lines.append(f"- {attack}: " + "; ".join(parts))
     runs = sum(r["seeds"] for r in table)
     crashed = sum(1 for r in table if r["honest_crashed"])
@@ -153,7 +168,7 @@ def write_report(sweeps: Sequence[Path], out: Path, bench: str | None = None,
             target = figures / f"{sweep.name}-{png.name}"
             shutil.copyfile(png, target)
             lines += [f"![{title}](figures/{target.name})", ""]
-        checks = _checks(rows)
+        checks = _checks(rows, _budget(sweep))
         if checks:
             lines += ["Checks computed from the runs:", "", *checks, ""]
         lines += [markdown_table(rows), ""]

@@ -139,3 +139,5 @@ def test_report_checks_evaluate_the_goal_per_configuration() -> None:
     assert lines[2].endswith("NOT met")  # a collapsed seed's tail fails the goal
     assert lines[3].endswith("NOT met")  # too slow
     assert len(lines) == 4
+    short = _checks([row("DecByzPG (K=13, f=3)", 499.0, 1234, 300.0)], budget=2000)
+    assert short[0].endswith("not judged (runs ended at 2000 trajectories)")  # its last 1,000 still hold the climb

@@ -89,7 +89,7 @@ def test_report_checks_are_computed_from_the_matrix_runs(tmp_path) -> None:
     (tmp_path / "matrix" / "matrix.json").write_text(json.dumps({"runs": runs, "table": []}))
     text = "\n".join(_matrix_section(tmp_path / "matrix", tmp_path))
     assert ("- ipm epsilon=4: DecByzPG reached 475 in 1/2 seeds, worst final return 460.0; "
-            "Dec-PAGE-PG median final return 10.8 -> collapses") in text
+            "Dec-PAGE-PG median final return 10.8 (worst seed 9.5) -> collapses") in text
     assert "- silence: DecByzPG reached 475 in 1/1 seeds" in text
     assert "no table rows with a crash, 1 with a round past its deadline, over 5 runs" in text
     assert "| MALFORMED 4 |" in text  # rejections are summed over seeds
