@@ -25,6 +25,7 @@ import tomli_w
 from tqdm import tqdm
 
 from adversary.attacks import make_attack
+from adversary.misbehaviour import Misbehaviour
 from peer.cluster import Cluster, cluster_config, init_run, run_document
 from peer.config import ConfigError, RunConfig, deep_merge, parse_override
 from peer.results import atomic_write, read_metrics, toml_safe
@@ -197,6 +198,10 @@ def run_matrix(out: Path, base: dict[str, Any], attacks: Sequence[str], algorith
     cells = [(a, alg, s) for a in specs for alg in algorithms for s in seeds]
     for attack, algorithm, seed in cells:  # every configuration error before the first minute-long run
         _cell_config(base, algorithm, seed, peers, byzantine)
+    try:  # what the Byzantine daemons would refuse at start, refused here instead
+        Misbehaviour.from_table({"misbehaviour": list(misbehaviour), "misbehaviour_every": MISBEHAVIOUR_EVERY})
+    except ValueError as err:
+        raise ConfigError(f"config error: --misbehaviour: {err}") from None
     rows = []
     with tqdm(total=len(cells), desc="matrix", unit="run", dynamic_ncols=True) as bar:
         for attack, algorithm, seed in cells:

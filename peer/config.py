@@ -343,6 +343,13 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
             f"{num_peers} peers (at most {tolerance}); set allow_beyond_tolerance = true "
             "(--allow-beyond-tolerance) to run it anyway as an experiment"
         )
+    budget = _int("trajectories_per_agent", merged.get("trajectories_per_agent", 5000), 1)
+    if budget < estimator.large_batch:
+        # the first iteration is always a large batch: a smaller budget would run nothing
+        raise ConfigError(
+            f"config error: trajectories_per_agent = {budget} is below one large batch "
+            f"(estimator.large_batch = {estimator.large_batch}); nothing would run"
+        )
     return RunConfig(
         env=env,
         algorithm=algorithm,
@@ -351,7 +358,7 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
         num_byzantine=num_byzantine,
         allow_beyond_tolerance=allow,
         seed=_int("seed", merged.get("seed", 0), 0),
-        trajectories_per_agent=_int("trajectories_per_agent", merged.get("trajectories_per_agent", 5000), 1),
+        trajectories_per_agent=budget,
         policy=policy,
         optimizer=optimizer,
         estimator=estimator,

@@ -41,6 +41,7 @@ def test_defaults_follow_the_environment_and_algorithm() -> None:
     ({"num_byzantine": 13}, "num_byzantine"),
     ({"seed": -1}, "seed"),
     ({"trajectories_per_agent": 0}, "trajectories_per_agent"),
+    ({"trajectories_per_agent": 49}, "trajectories_per_agent"),  # below one large batch: would run nothing
     ({"attack": {"name": "meteor"}}, "attack.name"),
     ({"estimator": {"gama": 0.9}}, "gama"),
     ({"colour": "red"}, "colour"),

@@ -71,6 +71,9 @@ def test_matrix_cli_rejects_a_bad_attack_before_running(tmp_path, capsys) -> Non
     assert code == 2
     assert "attack 'ipm:epsilon=x'" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+    assert main(["matrix", "--misbehaviour", "garbage,bogus", "--out", str(tmp_path / "m")]) == 2
+    assert "unknown kind 'bogus'" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
 
 
 def _row(algorithm: str, attack: str, seed: int, final: float, reached: int | None, **extra) -> dict:
