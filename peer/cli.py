@@ -82,6 +82,15 @@ def _config_data(args: argparse.Namespace, extra: dict[str, Any]) -> dict[str, A
 # ---------------------------------------------------------------- run
 
 
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """The flags `_run_config` reads (for `run` and `trace`)."""
+    _add_config_flags(p)
+    p.add_argument("--peers", type=int, help="K, number of peers (default 13)")
+    p.add_argument("--byzantine", type=int, help="f, number of Byzantine peers (default 3)")
+    p.add_argument("--attack", help="attack of the Byzantine peers (default avg_zero)")
+    p.add_argument("--seed", type=int)
+
+
 def _run_config(args: argparse.Namespace) -> Any:
     """The configuration `run` and `trace` resolve to from the run file and flags."""
     extra: dict[str, Any] = {"num_peers": args.peers, "num_byzantine": args.byzantine, "seed": args.seed,
@@ -314,11 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="one in-process configuration (default: 13 peers, 3 AvgZero, CartPole)",
                          description="Run K peers in one process and write a results directory.")
-    _add_config_flags(run)
-    run.add_argument("--peers", type=int, help="K, number of peers (default 13)")
-    run.add_argument("--byzantine", type=int, help="f, number of Byzantine peers (default 3)")
-    run.add_argument("--attack", help="attack of the Byzantine peers (default avg_zero)")
-    run.add_argument("--seed", type=int)
+    _add_run_flags(run)
     run.add_argument("--out", help="results directory (default results/<time>-<algorithm>-K<K>)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
@@ -327,11 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Run in one process (as `run`) and write a CSV, per iteration, of the honest "
                                     "mean's norm, the honest spread, the aggregate's distance from the honest "
                                     "mean and its cosine with it, measured at one honest peer.")
-    _add_config_flags(tr)
-    tr.add_argument("--peers", type=int, help="K, number of peers (default 13)")
-    tr.add_argument("--byzantine", type=int, help="f, number of Byzantine peers (default 3)")
-    tr.add_argument("--attack", help="attack of the Byzantine peers (default avg_zero)")
-    tr.add_argument("--seed", type=int)
+    _add_run_flags(tr)
     tr.add_argument("--peer-id", type=int, default=0, help="the honest peer to measure (default 0)")
     tr.add_argument("--out", required=True, help="CSV file to write")
     tr.set_defaults(func=cmd_trace)
