@@ -96,13 +96,15 @@ def _byzantine_ids(attack: AttackSpec, peers: int, byzantine: int) -> list[int]:
     return [] if attack.name == "none" else list(range(peers - byzantine, peers))
 
 
+def _misbehaviour_table(misbehaviour: Sequence[str]) -> dict[str, Any]:
+    """The [adversary] keys that schedule the cell's protocol misbehaviour."""
+    return {"misbehaviour": list(misbehaviour), "misbehaviour_every": MISBEHAVIOUR_EVERY} if misbehaviour else {}
+
+
 def expected_document(cfg: RunConfig, attack: AttackSpec, ids: Sequence[int],
                       misbehaviour: Sequence[str]) -> dict[str, Any]:
     """The run file (without its roster) a cell of these inputs writes, as TOML reads it back."""
-    document = run_document(cfg, ids, attack.name, attack.params, NETWORK)
-    if misbehaviour and ids:
-        document["adversary"]["misbehaviour"] = list(misbehaviour)
-        document["adversary"]["misbehaviour_every"] = MISBEHAVIOUR_EVERY
+    document = run_document(cfg, ids, attack.name, attack.params, NETWORK, _misbehaviour_table(misbehaviour))
     return tomllib.loads(tomli_w.dumps(toml_safe(document)))
 
 
@@ -133,9 +135,7 @@ def run_cell(directory: Path, base: dict[str, Any], algorithm: str, attack: Atta
     if directory.exists():
         shutil.rmtree(directory)
     init_run(directory / "run", cfg, ids, attack.name, attack.params, base_port=base_port, network=NETWORK,
-             overwrite=True)
-    if misbehaviour and ids:
-        _add_misbehaviour(directory / "run" / "run.toml", misbehaviour)
+             overwrite=True, adversary=_misbehaviour_table(misbehaviour))
     cluster = Cluster(directory / "run", directory)
     started = time.monotonic()
     cluster.start_all()
@@ -152,13 +152,6 @@ def run_cell(directory: Path, base: dict[str, Any], algorithm: str, attack: Atta
         cluster.stop_all()
     summary = cluster.merge(time.monotonic() - started, interrupted=timed_out)
     return row_from(directory, cluster, summary, algorithm, attack.label, seed, timed_out)
-
-
-def _add_misbehaviour(run_file: Path, kinds: Sequence[str]) -> None:
-    document = tomllib.loads(run_file.read_text())
-    document.setdefault("adversary", {})["misbehaviour"] = list(kinds)
-    document["adversary"]["misbehaviour_every"] = MISBEHAVIOUR_EVERY
-    atomic_write(run_file, tomli_w.dumps(document))
 
 
 def row_from(directory: Path, cluster: Cluster, summary: dict[str, Any], algorithm: str, attack: str,
@@ -199,7 +192,7 @@ def run_matrix(out: Path, base: dict[str, Any], attacks: Sequence[str], algorith
     for attack, algorithm, seed in cells:  # every configuration error before the first minute-long run
         _cell_config(base, algorithm, seed, peers, byzantine)
     try:  # what the Byzantine daemons would refuse at start, refused here instead
-        Misbehaviour.from_table({"misbehaviour": list(misbehaviour), "misbehaviour_every": MISBEHAVIOUR_EVERY})
+        Misbehaviour.from_table(_misbehaviour_table(misbehaviour))
     except ValueError as err:
         raise ConfigError(f"config error: --misbehaviour: {err}") from None
     rows = []

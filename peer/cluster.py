@@ -35,12 +35,13 @@ def roster_addresses(num_peers: int, host: str, base_port: int, compose: bool) -
 
 
 def run_document(cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str = "avg_zero",
-                 attack_params: Mapping[str, Any] | None = None,
-                 network: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 attack_params: Mapping[str, Any] | None = None, network: Mapping[str, Any] | None = None,
+                 adversary: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The run file's content without its roster: what decides how the run behaves.
 
     Kept apart from `init_run` so a caller can tell whether an existing run directory
     was made from the same inputs (the roster's keys are fresh on every init).
+    `adversary` adds further keys of the [adversary] table (e.g. misbehaviour).
     """
     data = cfg.to_dict()
     data.pop("attack")
@@ -50,13 +51,14 @@ def run_document(cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str 
     document: dict[str, Any] = {**data, "network": dict(network or {})}
     if byzantine_ids:
         document["adversary"] = {"byzantine_ids": list(byzantine_ids), "attack": attack,
-                                 "params": dict(attack_params or {})}
+                                 "params": dict(attack_params or {}), **dict(adversary or {})}
     return document
 
 
 def init_run(directory: Path, cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str = "avg_zero",
              attack_params: Mapping[str, Any] | None = None, host: str = "127.0.0.1", base_port: int = 50100,
-             compose: bool = False, network: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
+             compose: bool = False, network: Mapping[str, Any] | None = None, overwrite: bool = False,
+             adversary: Mapping[str, Any] | None = None) -> Path:
     """Write run.toml and keys/<id>.key for a K-peer run; returns the run file's path."""
     directory = Path(directory)
     run_file = directory / "run.toml"
@@ -69,7 +71,7 @@ def init_run(directory: Path, cfg: RunConfig, byzantine_ids: Sequence[int] = (),
     for k in range(cfg.num_peers):
         public = generate_key(keys_dir / f"{k}.key", overwrite=overwrite)
         peers.append({"id": k, "address": addresses[k], "public_key": public})
-    document = run_document(cfg, byzantine_ids, attack, attack_params, network)
+    document = run_document(cfg, byzantine_ids, attack, attack_params, network, adversary)
     # the roster sits between [network] and [adversary], as users read it
     adversary = document.pop("adversary", None)
     document["peers"] = peers
