@@ -261,11 +261,11 @@ def _plot(path: Path, table: Sequence[dict[str, Any]]) -> None:
     algorithms = list(dict.fromkeys(r["algorithm"] for r in table))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(attacks) + 2), 4.8))
     width = 0.8 / max(1, len(algorithms))
+    cells = {(r["attack"], r["algorithm"]): r for r in table}
     for i, algorithm in enumerate(algorithms):
-        values = [next((r["median_final_return"] for r in table if r["attack"] == a and r["algorithm"] == algorithm),
-                       None) for a in attacks]
-        worst = [next((r.get("worst_final_return") for r in table if r["attack"] == a and r["algorithm"] == algorithm),
-                      None) for a in attacks]
+        rows = [cells.get((a, algorithm), {}) for a in attacks]
+        values = [r.get("median_final_return") for r in rows]
+        worst = [r.get("worst_final_return") for r in rows]
         x = np.arange(len(attacks)) + i * width
         ax.bar(x, [v if v is not None else 0 for v in values], width, label=f"{algorithm} (median over seeds)")
         ax.scatter(x, [w if w is not None else np.nan for w in worst], marker="_", s=140, zorder=3, color="black",
