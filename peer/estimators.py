@@ -57,8 +57,8 @@ def _flat_gradient(policy: Policy, surrogate: torch.Tensor) -> torch.Tensor:
 
 def gpomdp(policy: Policy, batch: Batch, cfg: EstimatorConfig) -> torch.Tensor:
     """Batch-mean GPOMDP estimate (1/n) sum_i sum_h grad log pi(a_h|s_h) (G_h - b_h)."""
-    coefficient = advantages(batch, cfg).to(torch.float32)
     log_probs = policy.log_prob(batch.obs, batch.actions)
+    coefficient = advantages(batch, cfg).to(log_probs.dtype)
     return _flat_gradient(policy, (log_probs * coefficient).sum() / batch.size)
 
 
@@ -66,9 +66,11 @@ def log_importance_weights(policy_now: Policy, policy_prev: Policy, batch: Batch
                            cfg: EstimatorConfig) -> torch.Tensor:
     """log w for every step (n, T), float64, for trajectories sampled at theta_t.
 
-    "trajectory": every step carries log prod_h pi_prev/pi_now over the whole trajectory.
-    "per_decision": step h carries the product up to h only; still unbiased for GPOMDP
-    because reward-to-go terms at h do not depend on later actions, with lower variance.
+    "trajectory": every step carries log w_{0:H} = log prod_h pi_prev/pi_now over the whole
+    trajectory.  "per_decision": step j carries log w_{0:j}, the product up to j only, which
+    is the weight a reward r_j needs (it depends on the actions up to j and no later).
+    `log_weight_clip` > 0 truncates log w to [-clip, clip]: that trades bias for variance and
+    makes every mode biased.
     """
     with torch.no_grad():
         ratio = (policy_prev.log_prob(batch.obs, batch.actions).to(torch.float64)
@@ -82,22 +84,43 @@ def log_importance_weights(policy_now: Policy, policy_prev: Policy, batch: Batch
     return log_w
 
 
+def importance_weighted_coefficients(batch: Batch, cfg: EstimatorConfig, log_w: torch.Tensor) -> torch.Tensor:
+    """c_h such that (1/n) sum_i sum_h grad log pi_prev(a_h|s_h) c_h estimates grad J(theta_{t-1}).
+
+    "trajectory": c_h = w_{0:H} (G_h - b_h).  "per_decision": every reward inside the
+    reward-to-go gets the weight of the actions it depends on,
+    c_h = sum_{j >= h} gamma^j w_{0:j} r_j - w_{0:h} b_h.  Weighting the whole reward-to-go
+    by w_{0:h} alone (this project's default until it was found by exact enumeration) would
+    average the future rewards under theta_t, not theta_{t-1}.  The baseline term stays
+    unbiased in both modes: b_h does not depend on a_h, and w_{0:h} turns the expectation
+    over a_h into one under pi_prev, where E[grad log pi_prev(a_h|s_h)] = 0.
+    """
+    weights = log_w.exp()
+    if cfg.importance == "per_decision":
+        steps = batch.rewards.shape[1]
+        discount = cfg.gamma ** torch.arange(steps, dtype=torch.float64)
+        weighted = (weights * batch.rewards * discount * batch.mask).flip(1).cumsum(1).flip(1)
+        if cfg.baseline:
+            weighted = weighted - weights * leave_one_out_baseline(rewards_to_go(batch, cfg.gamma), batch.mask)
+        return weighted * batch.mask
+    return advantages(batch, cfg) * weights
+
+
+def weighted_gpomdp(policy_now: Policy, policy_prev: Policy, batch: Batch, cfg: EstimatorConfig) -> torch.Tensor:
+    """Importance-weighted GPOMDP: an estimate of grad J(theta_{t-1}) from trajectories sampled at theta_t."""
+    coefficient = importance_weighted_coefficients(
+        batch, cfg, log_importance_weights(policy_now, policy_prev, batch, cfg))
+    log_probs = policy_prev.log_prob(batch.obs, batch.actions)
+    return _flat_gradient(policy_prev, (log_probs * coefficient.to(log_probs.dtype)).sum() / batch.size)
+
+
 def page_correction(policy_now: Policy, policy_prev: Policy, batch: Batch,
                     cfg: EstimatorConfig) -> torch.Tensor:
-    """(1/B) sum_j [g(tau_j | theta_t) - w_j g(tau_j | theta_{t-1})], the PAGE-PG small-batch term.
+    """(1/B) sum_j [g(tau_j | theta_t) - g_w(tau_j | theta_{t-1})], the PAGE-PG small-batch term.
 
-    `policy_prev` must hold the parameters the previous iteration *sampled* at (the authors'
-    code stored them after the optimizer step, making this term identically zero).
+    Its expectation is grad J(theta_t) - grad J(theta_{t-1}) in both importance modes
+    (checked by exact enumeration in the tests).  `policy_prev` must hold the parameters the
+    previous iteration *sampled* at (the authors' code stored them after the optimizer step,
+    making this term identically zero).
     """
-    coefficient = advantages(batch, cfg)
-    weights = log_importance_weights(policy_now, policy_prev, batch, cfg).exp()
-    now = _flat_gradient(
-        policy_now,
-        (policy_now.log_prob(batch.obs, batch.actions) * coefficient.to(torch.float32)).sum() / batch.size,
-    )
-    prev = _flat_gradient(
-        policy_prev,
-        (policy_prev.log_prob(batch.obs, batch.actions) * (coefficient * weights).to(torch.float32)).sum()
-        / batch.size,
-    )
-    return now - prev
+    return gpomdp(policy_now, batch, cfg) - weighted_gpomdp(policy_now, policy_prev, batch, cfg)
