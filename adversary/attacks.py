@@ -32,8 +32,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from peer.agreement import pairwise_distances
-from peer.exchange import Phase, RoundKey
+from peer.engine.agreement import pairwise_distances
+from peer.engine.config import RunConfig
+from peer.engine.errors import ConfigError
+from peer.engine.exchange import Phase, RoundKey
 
 Messages = dict[int, dict[int, np.ndarray | None]]  # byzantine id -> receiver -> vector
 
@@ -63,17 +65,17 @@ class Attack:
         for key, value in params.items():
             if key not in spec:
                 valid = ", ".join(sorted(spec)) or "none"
-                raise ValueError(f"attack.params: unknown parameter {key!r} for {self.name} (valid: {valid})")
+                raise ConfigError(f"config error: attack.params: unknown parameter {key!r} for {self.name} (valid: {valid})")
             if spec[key] is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if not isinstance(value, spec[key]) or isinstance(value, bool) != (spec[key] is bool):
-                raise ValueError(f"attack.params.{key} must be {spec[key].__name__} (got {value!r})")
+                raise ConfigError(f"config error: attack.params.{key} must be {spec[key].__name__} (got {value!r})")
             if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"attack.params.{key} must be finite (got {value!r})")
+                raise ConfigError(f"config error: attack.params.{key} must be finite (got {value!r})")
             setattr(self, key, value)
         phases = tuple(params.get("phases", self.default_phases))
         if not phases or not set(phases) <= {"gradient", "agreement"}:
-            raise ValueError(f"attack.params.phases must list 'gradient' and/or 'agreement' (got {phases!r})")
+            raise ConfigError(f"config error: attack.params.phases must list 'gradient' and/or 'agreement' (got {phases!r})")
         self.phases = phases
 
     def acts_on(self, key: RoundKey) -> bool:
@@ -274,5 +276,19 @@ ATTACK_NAMES = ("none", *ATTACKS)
 
 def make_attack(name: str, params: Mapping[str, Any] | None = None) -> Attack:
     if name not in ATTACKS:
-        raise ValueError(f"attack.name must be one of {', '.join(ATTACKS)} (got {name!r})")
+        raise ConfigError(f"config error: attack.name must be one of {', '.join(ATTACKS)} (got {name!r})")
     return ATTACKS[name](**dict(params or {}))
+
+
+def check_attack(cfg: RunConfig) -> RunConfig:
+    """Validate an in-process configuration's attack (name and parameters) before anything runs.
+
+    The engine's config treats the attack as an opaque name and table; only this package knows
+    which exist.  Returns `cfg` so callers can write `check_attack(build_config(data))`.
+    """
+    if cfg.num_byzantine > 0:
+        make_attack(cfg.attack.name, cfg.attack.params)
+    elif cfg.attack.name not in ATTACK_NAMES:
+        raise ConfigError(f"config error: attack.name must be one of {', '.join(ATTACK_NAMES)} "
+                          f"(got {cfg.attack.name!r})")
+    return cfg

@@ -14,11 +14,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from adversary.attacks import Attack, Messages, RoundView, make_attack
-from peer import randomness
-from peer.config import RunConfig
-from peer.exchange import Broadcast, RoundKey
-from peer.sampling import uniform_random_actions
-from peer.state_machine import PeerStateMachine
+from peer.engine import randomness
+from peer.engine.config import RunConfig
+from peer.engine.exchange import Broadcast, RoundKey
+from peer.engine.sampling import uniform_random_actions
+from peer.engine.state_machine import PeerStateMachine
 
 
 class Coalition:

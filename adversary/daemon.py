@@ -19,7 +19,7 @@ Run-file options (`[adversary]`, never read by honest peers):
   misbehaviour_every = 1  every n-th round
 
 Attacks that follow the protocol with corrupted data (random_action) run the honest
-daemon with a corrupted behaviour policy instead (see `adversary.cli`).
+daemon with a corrupted behaviour policy instead (see `peer.cli.daemons.run_adversary`).
 """
 
 from __future__ import annotations
@@ -35,14 +35,16 @@ from typing import Any, Mapping, Sequence
 
 from adversary.attacks import Attack, RoundView
 from adversary.misbehaviour import Misbehaviour
-from peer import randomness, wire
-from peer.exchange import Phase
-from peer.policy import build_policy, get_flat
-from peer.results import atomic_write
-from peer.runfile import RunFile
-from peer.sampling import Sampler
-from peer.state_machine import SERVER_ID, iteration_count, round_keys
-from peer.transport import PeerTransport
+from peer.engine.errors import ConfigError
+from peer.engine import randomness
+from peer.net import wire
+from peer.engine.exchange import Phase
+from peer.engine.policy import build_policy, get_flat
+from peer.net.files import atomic_write
+from peer.net.runfile import RunFile
+from peer.engine.sampling import Sampler
+from peer.engine.state_machine import SERVER_ID, iteration_count, round_keys
+from peer.net.transport import PeerTransport
 
 log = logging.getLogger("decbyzpg.adversary")
 
@@ -60,7 +62,7 @@ class ByzantineDaemon:
     def __init__(self, run: RunFile, peer_id: int, private_key: Any, attack: Attack,
                  byzantine_ids: Sequence[int], out_dir: Path, options: Mapping[str, Any] | None = None) -> None:
         if peer_id not in byzantine_ids:
-            raise ValueError(f"peer {peer_id} is not among the Byzantine ids {list(byzantine_ids)}")
+            raise ConfigError(f"config error: peer {peer_id} is not among the Byzantine ids {list(byzantine_ids)}")
         options = dict(options or {})
         self.run = run
         self.cfg = run.config

@@ -17,8 +17,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from decbyzpg.v1 import peer_pb2
-from peer import wire
-from peer.exchange import RoundKey
+from peer.engine.errors import ConfigError
+from peer.net import wire
+from peer.engine.exchange import RoundKey
 
 KINDS = ("invalid_signature", "replay", "wrong_run", "impersonation", "garbage", "oversized", "non_finite",
          "wrong_length", "flood_future", "equivocation")
@@ -51,9 +52,9 @@ class Misbehaviour:
     def __post_init__(self) -> None:
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown:
-            raise ValueError(f"adversary.misbehaviour: unknown kind {unknown[0]!r} (valid: {', '.join(KINDS)})")
+            raise ConfigError(f"config error: adversary.misbehaviour: unknown kind {unknown[0]!r} (valid: {', '.join(KINDS)})")
         if self.every < 1:
-            raise ValueError(f"adversary.misbehaviour_every must be >= 1 (got {self.every})")
+            raise ConfigError(f"config error: adversary.misbehaviour_every must be >= 1 (got {self.every})")
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> "Misbehaviour":
@@ -61,7 +62,7 @@ class Misbehaviour:
         if kinds == "all" or kinds == ["all"]:
             kinds = list(KINDS)
         if not isinstance(kinds, list):
-            raise ValueError(f"adversary.misbehaviour must be a list of kinds or \"all\" (got {kinds!r})")
+            raise ConfigError(f"config error: adversary.misbehaviour must be a list of kinds or \"all\" (got {kinds!r})")
         return cls(kinds=kinds, every=int(table.get("misbehaviour_every", 1)), flood=int(table.get("flood", 10)))
 
     def remember(self, key: RoundKey, envelope: peer_pb2.SignedMessage) -> None:

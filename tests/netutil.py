@@ -7,10 +7,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from peer.cluster import init_run
-from peer.config import build_config
-from peer.crypto import load_private_key
-from peer.runfile import load_run_file
+from peer.lab.cluster import init_run
+from peer.engine.config import build_config
+from peer.net.crypto import load_private_key
+from peer.net.runfile import load_run_file
 
 
 def free_port_block(count: int) -> int:

@@ -1,4 +1,4 @@
-"""Tests for peer.aggregators: robustness properties, determinism, input validation."""
+"""Tests for peer.engine.aggregators: robustness properties, determinism, input validation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.aggregators import (
+from peer.engine.aggregators import (
     AGGREGATOR_NAMES,
     RFA,
     Aggregator,

@@ -1,4 +1,4 @@
-"""Tests for peer.agreement: exact MDA against brute force, GDA, fallbacks, validation."""
+"""Tests for peer.engine.agreement: exact MDA against brute force, GDA, fallbacks, validation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.agreement import (
+from peer.engine.agreement import (
     AGREEMENT_NAMES,
     GDA,
     MDA,

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from peer.cli import main
-from peer.results import read_metrics
+from peer.cli.main import main
+from peer.lab.results import read_metrics
 
 
 def test_run_writes_a_complete_results_directory(tmp_path, capsys) -> None:
@@ -52,7 +52,7 @@ def test_errors_are_one_line_with_exit_code_2(argv, fragment, capsys) -> None:
 
 
 def test_help_runs_as_a_console_script() -> None:
-    result = subprocess.run([sys.executable, "-m", "peer.cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "peer.cli.main", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     for command in ("run", "sweep", "bench", "report"):
         assert command in result.stdout
@@ -105,9 +105,9 @@ def test_keygen_init_and_identity_checks(tmp_path, capsys) -> None:
 
 
 def test_every_named_suite_is_offered_and_builds_valid_jobs() -> None:
-    from peer import sweep
-    from peer.cli import SWEEP_SUITES
-    from peer.config import build_config
+    from peer.lab import sweep
+    from peer.cli.sweep import SWEEP_SUITES
+    from peer.engine.config import build_config
 
     assert SWEEP_SUITES == sweep.SUITES
     for name in SWEEP_SUITES:
@@ -121,7 +121,7 @@ def test_every_named_suite_is_offered_and_builds_valid_jobs() -> None:
 
 
 def test_report_checks_evaluate_the_goal_per_configuration() -> None:
-    from peer.report import _checks
+    from peer.lab.report import _checks
 
     def row(configuration: str, final: float, reached: int | None, tail: float) -> dict:
         return {"configuration": configuration, "panel": "AvgZero", "median_final_return": final,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from peer.config import (ConfigError, apply_override, build_config, byzantine_tolerance, load_toml,
+from peer.engine.config import (ConfigError, apply_override, build_config, byzantine_tolerance, load_toml,
                          parse_override)
 
 
@@ -42,7 +42,6 @@ def test_defaults_follow_the_environment_and_algorithm() -> None:
     ({"seed": -1}, "seed"),
     ({"trajectories_per_agent": 0}, "trajectories_per_agent"),
     ({"trajectories_per_agent": 49}, "trajectories_per_agent"),  # below one large batch: would run nothing
-    ({"attack": {"name": "meteor"}}, "attack.name"),
     ({"estimator": {"gama": 0.9}}, "gama"),
     ({"colour": "red"}, "colour"),
     ({"allow_beyond_tolerance": "yes"}, "allow_beyond_tolerance"),
@@ -105,3 +104,19 @@ def test_genesis_hash_ignores_what_honest_peers_cannot_know() -> None:
 def test_bucket_size_applies_only_behind_bucketing() -> None:
     assert build_config({"aggregation": {"rule": "bucketing+rfa", "bucket_size": 3}}).aggregation.bucket_size == 3
     assert build_config({"aggregation": {"rule": "rfa", "bucket_size": 2}}).aggregation.rule == "rfa"  # as written out
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"num_byzantine": 1, "attack": {"name": "meteor"}}, "attack.name"),
+    ({"num_byzantine": 0, "attack": {"name": "meteor"}}, "attack.name"),
+    ({"num_byzantine": 1, "attack": {"name": "alie", "params": {"z": "abc"}}}, "attack.params.z"),
+    ({"num_byzantine": 1, "attack": {"name": "alie", "params": {"zz": 1.0}}}, "zz"),
+])
+def test_in_process_configs_check_the_attack_before_anything_runs(data: dict, field: str) -> None:
+    """The engine does not know attacks; `resolve_config` adds the adversary's check."""
+    from peer.lab.configure import resolve_config
+
+    build_config(data)  # the engine alone accepts any attack name and table
+    with pytest.raises(ConfigError) as err:
+        resolve_config(data)
+    assert field in str(err.value) and "\n" not in str(err.value)

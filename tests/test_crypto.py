@@ -1,4 +1,4 @@
-"""peer.crypto: key files, public key text, domain-separated signatures."""
+"""peer.net.crypto: key files, public key text, domain-separated signatures."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from peer import crypto
-from peer.crypto import KeyFileError
+from peer.net import crypto
+from peer.net.crypto import KeyFileError
 
 DOMAIN = b"decbyzpg/test\0"
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from peer import estimators
-from peer.config import EstimatorConfig, PolicyConfig
-from peer.policy import build_policy, get_flat, set_flat
-from peer.sampling import Sampler
+from peer.engine import estimators
+from peer.engine.config import EstimatorConfig, PolicyConfig
+from peer.engine.policy import build_policy, get_flat, set_flat
+from peer.engine.sampling import Sampler
 from tests import toy_env
 
 CFG = EstimatorConfig(gamma=0.99, horizon=500, baseline=False, importance="trajectory")
@@ -85,7 +85,7 @@ def test_log_weights_equal_direct_products_and_do_not_underflow() -> None:
 
 def test_long_trajectory_weights_stay_finite_in_log_space() -> None:
     """The authors' float32 products were exactly 0 beyond ~200 steps; log space is not."""
-    from peer.sampling import Batch
+    from peer.engine.sampling import Batch
 
     sampler = Sampler("CartPole-v1", 500)
     now = build_policy(PolicyConfig(hidden=(8,)), sampler.observation_space, sampler.action_space, 0)

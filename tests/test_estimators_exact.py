@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from peer import estimators
-from peer.config import EstimatorConfig, PolicyConfig
-from peer.policy import CategoricalPolicy, get_flat
-from peer.sampling import Batch
+from peer.engine import estimators
+from peer.engine.config import EstimatorConfig, PolicyConfig
+from peer.engine.policy import CategoricalPolicy, get_flat
+from peer.engine.sampling import Batch
 
 HORIZON = 4
 GAMMA = 0.9

@@ -5,9 +5,9 @@ from __future__ import annotations
 import signal
 import time
 
-from peer.cluster import Cluster, init_run
-from peer.config import build_config
-from peer.results import read_metrics
+from peer.lab.cluster import Cluster, init_run
+from peer.engine.config import build_config
+from peer.lab.results import read_metrics
 from tests.netutil import free_port_block
 
 RUN = {"num_peers": 5, "num_byzantine": 1, "seed": 5, "trajectories_per_agent": 120,
@@ -90,7 +90,7 @@ def test_cluster_command_stops_cleanly_on_ctrl_c(tmp_path) -> None:
 
     out = tmp_path / "cl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "peer.cli", "cluster", "--peers", "5", "--byzantine", "1", "--trajectories", "100000",
+        [sys.executable, "-m", "peer.cli.main", "cluster", "--peers", "5", "--byzantine", "1", "--trajectories", "100000",
          "--base-port", str(free_port_block(5)), "--out", str(out), "--quiet",
          "--set", "estimator.large_batch=8", "--set", "estimator.small_batch=2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from peer.config import build_config
-from peer.inprocess import InProcessRun
+from peer.engine.config import build_config
+from peer.lab.inprocess import InProcessRun
 
 SMALL = {"estimator": {"large_batch": 8, "small_batch": 2, "horizon": 200}}
 
@@ -113,7 +113,7 @@ def test_gaussian_policy_on_a_continuous_task() -> None:
 @pytest.mark.parametrize("algorithm", ["decbyzpg", "dec-page-pg", "byzpg", "page-pg"])
 def test_round_schedule_matches_the_program(algorithm: str) -> None:
     """Byzantine daemons rely on round_keys(); it must be exactly what the program yields."""
-    from peer.state_machine import PeerStateMachine, round_keys
+    from peer.engine.state_machine import PeerStateMachine, round_keys
 
     c = cfg(algorithm=algorithm, num_peers=1 if algorithm == "page-pg" else 5)
     key = c.genesis_hash()

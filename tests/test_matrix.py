@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from adversary.matrix import (_byzantine_ids, _cell_config, expected_document, finished_row, parse_attack,
+from peer.lab.matrix import (_byzantine_ids, _cell_config, expected_document, finished_row, parse_attack,
                               run_matrix, summarize_rows)
-from peer.cli import main
-from peer.config import ConfigError
+from peer.cli.main import main
+from peer.engine.config import ConfigError
 from tests.netutil import free_port_block
 
 TINY = {"trajectories_per_agent": 40, "estimator": {"large_batch": 8, "small_batch": 2, "horizon": 100}}
@@ -83,7 +83,7 @@ def _row(algorithm: str, attack: str, seed: int, final: float, reached: int | No
 
 
 def test_report_checks_are_computed_from_the_matrix_runs(tmp_path) -> None:
-    from peer.report import _matrix_section
+    from peer.lab.report import _matrix_section
 
     runs = [_row("decbyzpg", "ipm epsilon=4", 0, 499.0, 900), _row("decbyzpg", "ipm epsilon=4", 1, 460.0, None),
             _row("dec-page-pg", "ipm epsilon=4", 0, 9.5, None), _row("dec-page-pg", "ipm epsilon=4", 1, 12.0, None),

@@ -7,9 +7,9 @@ import pytest
 
 from adversary.attacks import make_attack
 from adversary.daemon import ByzantineDaemon
-from peer.config import build_config
-from peer.daemon import PeerDaemon
-from peer.inprocess import InProcessRun
+from peer.engine.config import build_config
+from peer.net.daemon import PeerDaemon
+from peer.lab.inprocess import InProcessRun
 from tests.netutil import Threads, key_of, make_run
 
 SMALL = {"num_peers": 5, "num_byzantine": 1, "seed": 3, "trajectories_per_agent": 40,
@@ -55,8 +55,8 @@ def test_junk_is_rejected_with_reason_codes_and_changes_nothing(tmp_path) -> Non
     import grpc
 
     from decbyzpg.v1 import peer_pb2
-    from peer import wire
-    from peer.exchange import Phase, RoundKey
+    from peer.net import wire
+    from peer.engine.exchange import Phase, RoundKey
 
     network = {"grace": 0.3, "round_timeout": 30.0, "linger": 1.0, "retain_iterations": 1,
                "max_message_bytes": 65536, "window_ahead": 2}
@@ -151,7 +151,7 @@ def test_byzantine_daemon_with_protocol_misbehaviour_changes_nothing(tmp_path, c
     threads.start(4, byzantine)
     import time
 
-    from peer.cli import main
+    from peer.cli.main import main
 
     while daemons[0].transport.iteration < 5 and not daemons[0].transport.finished:
         time.sleep(0.02)  # by now previous-round equivocations have arrived

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from peer import randomness
+from peer.engine import randomness
 
 
 def test_coin_starts_with_a_large_batch_and_is_a_pure_function() -> None:

@@ -1,4 +1,4 @@
-"""peer.wire: codec, signing, the validator's every rejection, the round store, the log."""
+"""peer.net.wire: codec, signing, the validator's every rejection, the round store, the log."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from decbyzpg.v1 import peer_pb2
-from peer import crypto, wire
-from peer.exchange import Phase, RoundKey
-from peer.wire import DOMAIN, RejectionLog, RoundStore, Validator, Verdict
+from peer.net import crypto
+from peer.net import wire
+from peer.engine.exchange import Phase, RoundKey
+from peer.net.wire import DOMAIN, RejectionLog, RoundStore, Validator, Verdict
 
 RUN = bytes(range(32))
 OTHER_RUN = bytes(range(1, 33))
@@ -577,11 +578,11 @@ class FakeClock:
 
 
 def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "peer.wire"]
+    return [r.getMessage() for r in caplog.records if r.name == "peer.net.wire"]
 
 
 def test_rejection_log_rate_limits(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="peer.wire")
+    caplog.set_level(logging.DEBUG, logger="peer.net.wire")
     clock = FakeClock()
     rl = RejectionLog(interval=10.0, clock=clock)
     for _ in range(100):
@@ -607,7 +608,7 @@ def test_rejection_log_rate_limits(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_rejection_log_unknown_senders_share_one_budget(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="peer.wire")
+    caplog.set_level(logging.WARNING, logger="peer.net.wire")
     rl = RejectionLog(clock=FakeClock())
     for sender in range(10_000, 12_000):
         rl.record(RR.REJECT_REASON_UNKNOWN_SENDER, sender)
@@ -617,7 +618,7 @@ def test_rejection_log_unknown_senders_share_one_budget(caplog: pytest.LogCaptur
 
 
 def test_rejection_log_table_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="peer.wire")
+    caplog.set_level(logging.WARNING, logger="peer.net.wire")
     rl = RejectionLog(clock=FakeClock(), max_keys=4)
     for sender in range(100):
         rl.record(RR.REJECT_REASON_BAD_SIGNATURE, sender)
@@ -626,7 +627,7 @@ def test_rejection_log_table_is_bounded(caplog: pytest.LogCaptureFixture) -> Non
 
 
 def test_rejection_log_flush_and_accepted(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="peer.wire")
+    caplog.set_level(logging.DEBUG, logger="peer.net.wire")
     rl = RejectionLog(clock=FakeClock())
     for _ in range(5):
         rl.record(RR.REJECT_REASON_NON_FINITE, 2)
@@ -641,7 +642,7 @@ def test_rejection_log_flush_and_accepted(caplog: pytest.LogCaptureFixture) -> N
 
 
 def test_rejection_log_duplicates_are_debug(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="peer.wire")
+    caplog.set_level(logging.DEBUG, logger="peer.net.wire")
     rl = RejectionLog(clock=FakeClock())
     rl.record_verdict(Verdict(RR.REJECT_REASON_DUPLICATE, 1))
     assert [r.levelno for r in caplog.records] == [logging.DEBUG]

@@ -3,8 +3,8 @@
 Every peer runs a `Peer` gRPC server and holds a client channel to every other peer.
 Broadcasting a vector signs it once and hands the same bytes to one delivery worker per
 destination, which retries until the round's deadline; a receiver validates every message
-(`peer.wire.Validator`) before it touches state and stores the first valid one per
-(sender, round) (`peer.wire.RoundStore`).  A peer missing messages pulls them, so a late
+(`peer.net.wire.Validator`) before it touches state and stores the first valid one per
+(sender, round) (`peer.net.wire.RoundStore`).  A peer missing messages pulls them, so a late
 or restarted peer catches up and lost pushes are repaired.
 
 A round ends when all K vectors are in, at its deadline, or a short grace period after
@@ -26,9 +26,9 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from decbyzpg.v1 import peer_pb2, peer_pb2_grpc
-from peer import wire
-from peer.exchange import Phase, RoundKey
-from peer.runfile import RunFile
+from peer.net import wire
+from peer.engine.exchange import Phase, RoundKey
+from peer.net.runfile import RunFile
 
 log = logging.getLogger("decbyzpg.transport")
 
@@ -128,7 +128,7 @@ class PeerTransport:
 
     def __init__(self, run: RunFile, peer_id: int, private_key, dim: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        from peer.state_machine import phases_used
+        from peer.engine.state_machine import phases_used
 
         self.run = run
         self.peer_id = peer_id

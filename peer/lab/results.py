@@ -11,39 +11,16 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import tomli_w
 
-from peer.config import RunConfig
-from peer.inprocess import IterationRow
+from peer.engine.config import RunConfig
+from peer.net.files import atomic_write, toml_safe
+from peer.lab.inprocess import IterationRow
 
 WINDOW = 10  # iterations in the moving mean used for the summary thresholds
-
-
-def atomic_write(path: Path, data: bytes | str, durable: bool = True) -> None:
-    """Replace `path` with `data` so readers see the old or the new file, never a mix.
-
-    `durable` also fsyncs before the rename, so the new content survives a power loss;
-    files rewritten every iteration skip it (a crash of the process cannot tear them
-    either way, and an fsync per iteration per peer is a measurable cost).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _clean(value: float) -> float | None:
@@ -129,15 +106,6 @@ class ResultsWriter:
 
     def finish(self, summary: dict[str, Any]) -> None:
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-
-
-def toml_safe(data: Any) -> Any:
-    """TOML has no null: drop None values (they mean "the default")."""
-    if isinstance(data, dict):
-        return {k: toml_safe(v) for k, v in data.items() if v is not None}
-    if isinstance(data, (list, tuple)):
-        return [toml_safe(v) for v in data]
-    return data
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:

@@ -2,7 +2,7 @@
 
 `PeerStateMachine.iteration()` is a generator: it samples, estimates, and yields a
 `Broadcast` at every communication point, resuming with what the others sent (see
-`peer.exchange`).  It never touches a socket, a clock or a global RNG, so the in-process
+`peer.engine.exchange`).  It never touches a socket, a clock or a global RNG, so the in-process
 experiments and the gRPC daemon run exactly the same arithmetic and, given the same
 messages, produce bit-identical parameters.
 
@@ -24,13 +24,15 @@ from typing import Any, Generator
 import numpy as np
 import torch
 
-from peer import estimators, randomness
-from peer.aggregators import make_aggregator
-from peer.agreement import make_agreement
-from peer.config import RunConfig
-from peer.exchange import Broadcast, Phase, Received, RoundKey
-from peer.policy import build_policy, get_flat, set_flat
-from peer.sampling import ActionFn, Sampler
+from peer.engine import estimators
+
+from peer.engine import randomness
+from peer.engine.aggregators import make_aggregator
+from peer.engine.agreement import make_agreement
+from peer.engine.config import RunConfig
+from peer.engine.exchange import Broadcast, Phase, Received, RoundKey
+from peer.engine.policy import build_policy, get_flat, set_flat
+from peer.engine.sampling import ActionFn, Sampler
 
 SERVER_ID = 0  # ByzPG's trusted server
 

@@ -39,6 +39,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from peer.engine.errors import KeyFileError
+
 __all__ = [
     "KeyFileError",
     "PUBLIC_KEY_PREFIX",
@@ -56,13 +58,6 @@ PUBLIC_KEY_PREFIX = "ed25519:"
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 _MAX_KEY_FILE_BYTES = 64 * 1024  # a PEM Ed25519 key is ~120 bytes; never slurp a huge file
-
-
-class KeyFileError(ValueError):
-    """A key file is missing, unreadable, unsafe or not an Ed25519 private key.
-
-    The message is one line naming the file, fit to print as the CLI's error.
-    """
 
 
 # --------------------------------------------------------------------------- key files

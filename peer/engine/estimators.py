@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from peer.config import EstimatorConfig
-from peer.policy import Policy
-from peer.sampling import Batch
+from peer.engine.config import EstimatorConfig
+from peer.engine.policy import Policy
+from peer.engine.sampling import Batch
 
 
 def rewards_to_go(batch: Batch, gamma: float) -> torch.Tensor:

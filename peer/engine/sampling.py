@@ -45,6 +45,14 @@ class Batch:
         return int(self.mask.sum())
 
 
+def target_return(env_id: str) -> float | None:
+    """The environment's own 'solved' threshold (CartPole-v1: 475, LunarLander-v3: 200)."""
+    try:
+        return gym.spec(env_id).reward_threshold
+    except gym.error.Error:
+        return None
+
+
 def _make_vector_env(env_id: str, num_envs: int, horizon: int) -> gym.vector.VectorEnv:
     """Prefer an environment's native numpy-vectorised implementation (CartPole has one)."""
     try:

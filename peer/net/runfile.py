@@ -1,6 +1,6 @@
 """The daemon's run file: the learning configuration plus roster and network settings.
 
-One TOML file defines a networked run.  Besides the sections `peer.config` understands,
+One TOML file defines a networked run.  Besides the sections `peer.engine.config` understands,
 it has a `[[peers]]` roster (id, address, pinned Ed25519 public key; nothing says who is
 Byzantine), a `[network]` table of timeouts and limits, and optionally an `[adversary]`
 table that only Byzantine daemons read.
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from peer.config import ConfigError, RunConfig, _check_keys, _fail, _float, _int, build_config, load_toml
-from peer.crypto import public_key_from_text
+from peer.engine.config import ConfigError, RunConfig, _check_keys, _fail, _float, _int, build_config, load_toml
+from peer.net.crypto import public_key_from_text
 
 
 @dataclass(frozen=True)

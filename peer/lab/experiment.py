@@ -6,22 +6,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import gymnasium as gym
-
-from peer.config import RunConfig
-from peer.inprocess import InProcessRun, IterationRow
-from peer.plots import plot_run
-from peer.results import ResultsWriter, read_metrics, summarize
+from peer.engine.config import RunConfig
+from peer.engine.sampling import target_return
+from peer.lab.inprocess import InProcessRun, IterationRow
+from peer.lab.plots import plot_run
+from peer.lab.results import ResultsWriter, read_metrics, summarize
 
 ProgressFn = Callable[[IterationRow], None]
-
-
-def target_return(env_id: str) -> float | None:
-    """The environment's own 'solved' threshold (CartPole-v1: 475, LunarLander-v3: 200)."""
-    try:
-        return gym.spec(env_id).reward_threshold
-    except gym.error.Error:
-        return None
 
 
 def describe(cfg: RunConfig) -> str:

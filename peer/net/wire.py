@@ -49,8 +49,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from decbyzpg.v1 import peer_pb2
 from google.protobuf.message import DecodeError
 
-from peer import crypto
-from peer.exchange import Phase, RoundKey
+from peer.net import crypto
+from peer.engine.exchange import Phase, RoundKey
 
 __all__ = [
     "DOMAIN",

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from peer.config import PolicyConfig
+from peer.engine.errors import ConfigError
+from peer.engine.config import PolicyConfig
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -82,7 +83,7 @@ def build_policy(cfg: PolicyConfig, observation_space: gym.Space, action_space: 
                  init_seed: int) -> Policy:
     """Build a policy whose initial weights depend only on `init_seed` (the common theta_0)."""
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-        raise ValueError(f"only flat Box observations are supported (got {observation_space})")
+        raise ConfigError(f"config error: env: only flat Box observations are supported (got {observation_space})")
     obs_dim = observation_space.shape[0]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
@@ -90,7 +91,7 @@ def build_policy(cfg: PolicyConfig, observation_space: gym.Space, action_space: 
             return CategoricalPolicy(obs_dim, int(action_space.n), cfg)
         if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
             return GaussianPolicy(obs_dim, action_space.shape[0], cfg)
-    raise ValueError(f"unsupported action space {action_space}")
+    raise ConfigError(f"config error: env: unsupported action space {action_space}")
 
 
 def get_flat(policy: nn.Module) -> torch.Tensor:

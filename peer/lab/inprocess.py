@@ -16,10 +16,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from adversary.coalition import Coalition
-from peer.agreement import pairwise_distances
-from peer.config import RunConfig
-from peer.exchange import Broadcast
-from peer.state_machine import IterationReport, PeerStateMachine, batch_size
+from peer.engine.agreement import pairwise_distances
+from peer.engine.config import RunConfig
+from peer.engine.exchange import Broadcast
+from peer.engine.state_machine import IterationReport, PeerStateMachine, batch_size
 
 
 @dataclass

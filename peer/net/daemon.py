@@ -22,13 +22,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from peer.exchange import Phase
-from peer.policy import get_flat
-from peer.results import atomic_write
-from peer.runfile import RunFile
-from peer.sampling import ActionFn
-from peer.state_machine import SERVER_ID, IterationReport, PeerStateMachine, iteration_count
-from peer.transport import PeerTransport, RoundStats
+from peer.engine.errors import RunStateError
+from peer.engine.exchange import Phase
+from peer.engine.policy import get_flat
+from peer.net.files import atomic_write
+from peer.net.runfile import RunFile
+from peer.engine.sampling import ActionFn
+from peer.engine.state_machine import SERVER_ID, IterationReport, PeerStateMachine, iteration_count
+from peer.net.transport import PeerTransport, RoundStats
 
 log = logging.getLogger("decbyzpg.peer")
 
@@ -77,7 +78,7 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     try:
         return torch.load(path, weights_only=False)
     except Exception as err:  # a torn file cannot exist (atomic replace), a foreign one can
-        raise ValueError(f"checkpoint {path} is unreadable: {err}") from None
+        raise RunStateError(f"checkpoint {path} is unreadable: {err}") from None
 
 
 class PeerDaemon:
@@ -114,7 +115,7 @@ class PeerDaemon:
             self.metrics.truncate(0)
             return
         if state.get("run_id") != self.run.run_id or state.get("peer_id") != self.peer_id:
-            raise ValueError(f"checkpoint {self.checkpoint_path} belongs to another run or peer; "
+            raise RunStateError(f"checkpoint {self.checkpoint_path} belongs to another run or peer; "
                              "move it away to start fresh")
         self.machine.load_state_dict(state["machine"])
         self.trajectories = int(state["trajectories"])

@@ -12,9 +12,10 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from adversary.matrix import summarize_rows
-from peer.results import atomic_write
-from peer.sweep import markdown_table
+from peer.engine.errors import RunStateError
+from peer.lab.matrix import summarize_rows
+from peer.net.files import atomic_write
+from peer.lab.sweep import markdown_table
 
 GOAL_TRAJECTORIES = 2500
 GOAL_TAIL_RETURN = 450.0
@@ -84,7 +85,7 @@ def _cluster_section(paths: Sequence[Path], bench: dict[str, Any] | None) -> lis
     out = ["## Over the network (`decbyzpg cluster`)", "",
            "13 peer processes on loopback (10 honest, 3 Byzantine daemons), signed gRPC messages. Agreement-round "
            "latency is the protocol's own cost; `communication share` charges every round the median "
-           "agreement-round latency (docs/PROTOCOL.md, `peer.cluster.network_summary`).", ""]
+           "agreement-round latency (docs/PROTOCOL.md, `peer.lab.cluster.network_summary`).", ""]
     rows = []
     for path in paths:
         s = json.loads((path / "summary.json").read_text())
@@ -160,7 +161,7 @@ def write_report(sweeps: Sequence[Path], out: Path, bench: str | None = None,
     for sweep in sweeps:
         sweep = Path(sweep)
         if not (sweep / "table.json").exists():
-            raise ValueError(f"{sweep} is not a finished sweep directory (no table.json)")
+            raise RunStateError(f"{sweep} is not a finished sweep directory (no table.json)")
         title = (sweep / "table.md").read_text().splitlines()[0].lstrip("# ").strip()
         rows = _rows(sweep)
         lines += [f"## {title}", "", f"Source: `{sweep}`", ""]

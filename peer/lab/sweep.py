@@ -24,8 +24,11 @@ from tqdm import tqdm
 
 import tomllib
 
-from peer.config import RunConfig, deep_merge, build_config
-from peer.results import atomic_write, read_metrics
+from peer.engine.errors import ConfigError
+from peer.engine.config import RunConfig, deep_merge
+from peer.lab.configure import resolve_config
+from peer.lab.results import read_metrics
+from peer.net.files import atomic_write
 
 SUMMARY_FIELDS = ("final_honest_return", "last_1000_honest_return", "trajectories_to_475",
                   "trajectories_to_target", "wall_seconds", "env_steps")
@@ -48,10 +51,10 @@ class Job:
 
 
 def _run(label: str, panel: str, overrides: Mapping[str, Any], directory: str) -> dict[str, Any]:
-    from peer.experiment import run_experiment
+    from peer.lab.experiment import run_experiment
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    cfg = build_config(overrides)
+    cfg = resolve_config(overrides)
     summary = run_experiment(cfg, Path(directory), plot=True)
     return summary
 
@@ -70,7 +73,7 @@ def _finished(directory: Path, job: Job) -> dict[str, Any] | None:
     if summary.get("interrupted"):
         return None
     recorded = deep_merge(RunConfig().to_dict(), tomllib.loads((directory / "config.toml").read_text()))
-    expected = json.loads(json.dumps(build_config(job.overrides).to_dict()))
+    expected = json.loads(json.dumps(resolve_config(job.overrides).to_dict()))
     return summary if json.loads(json.dumps(recorded)) == expected else None
 
 
@@ -80,7 +83,7 @@ def run_jobs(jobs: Sequence[Job], out: Path, workers: int) -> list[tuple[Job, di
     for job in jobs:
         unique.setdefault(job.slug, job)
     for job in unique.values():  # validate everything before spending minutes on the first run
-        build_config(job.overrides)
+        resolve_config(job.overrides)
     done: dict[str, dict[str, Any]] = {}
     todo = []
     for slug, job in unique.items():
@@ -160,7 +163,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def write_outputs(results: Sequence[tuple[Job, dict[str, Any]]], out: Path, name: str,
                   title: str, threshold: float | None) -> list[dict[str, Any]]:
-    from peer.plots import plot_panels
+    from peer.lab.plots import plot_panels
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -230,7 +233,7 @@ def suite(name: str, seeds: Sequence[int], budget: int | None, base: Mapping[str
                             num_peers=13, num_byzantine=3, attack={"name": attack},
                             aggregation={"rule": rule, "bucket_size": 2})
         return jobs, "RFA with and without bucketing (DecByzPG, K = 13, f = 3, CartPole)"
-    raise ValueError(f"unknown suite {name!r} (valid: {', '.join(SUITES)})")
+    raise ConfigError(f"unknown suite {name!r} (valid: {', '.join(SUITES)})")
 
 
 def grid(algorithms: Sequence[str], peers: Sequence[int], byzantine: Sequence[int], attacks: Sequence[str],

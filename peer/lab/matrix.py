@@ -1,6 +1,6 @@
 """The resilience matrix: every attack, over the wire, against DecByzPG and Dec-PAGE-PG.
 
-Each cell is a real multi-process run on loopback (`peer.cluster.Cluster`): K peer
+Each cell is a real multi-process run on loopback (`peer.lab.cluster.Cluster`): K peer
 daemons, f of them Byzantine daemons running the attack (plus, optionally, scheduled
 protocol misbehaviour).  Per run it records the honest mean return at the end, the
 trajectories to 475, the rejected messages by reason (summed over honest peers), the
@@ -26,10 +26,11 @@ from tqdm import tqdm
 
 from adversary.attacks import make_attack
 from adversary.misbehaviour import Misbehaviour
-from peer.cluster import Cluster, cluster_config, init_run, run_document
-from peer.config import ConfigError, RunConfig, deep_merge, parse_override
-from peer.results import atomic_write, read_metrics, toml_safe
-from peer.sweep import markdown_table
+from peer.lab.cluster import Cluster, cluster_config, init_run, run_document
+from peer.engine.config import ConfigError, RunConfig, deep_merge, parse_override
+from peer.lab.results import read_metrics
+from peer.net.files import atomic_write, toml_safe
+from peer.lab.sweep import markdown_table
 
 # every attack at its default (literature) strength, then the two whose default is too
 # gentle to move a plain mean under Adam at K = 13, f = 3, at a strength that does
@@ -119,7 +120,7 @@ def finished_row(directory: Path, expected: dict[str, Any]) -> dict[str, Any] | 
         return None
     recorded = tomllib.loads(run_file.read_text())
     recorded.pop("peers", None)
-    # keys an older run file lacks count as today's defaults, as `peer.sweep` reads configs
+    # keys an older run file lacks count as today's defaults, as `peer.lab.sweep` reads configs
     defaults = tomllib.loads(tomli_w.dumps(toml_safe(run_document(RunConfig(), network=NETWORK))))
     recorded = deep_merge({k: v for k, v in defaults.items() if isinstance(v, dict)}, recorded)
     return json.loads(row_path.read_text()) if recorded == expected else None

@@ -3,7 +3,7 @@
 The state machine is sans-IO (in the manner of h11): at each communication point it
 *yields* a `Broadcast` naming the round and the vector to send, and is resumed with the
 vectors received from the other peers for that round, keyed by sender id.  Whoever drives
-it decides how messages travel: `peer.inprocess` hands them over in memory, the daemon
+it decides how messages travel: `peer.lab.inprocess` hands them over in memory, the daemon
 sends them as signed gRPC messages.  The learning code is identical in both.
 """
 

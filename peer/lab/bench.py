@@ -16,14 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from peer import randomness
-from peer.aggregators import make_aggregator
-from peer.agreement import benchmark_mda, make_agreement
-from peer.config import PolicyConfig, build_config
-from peer.experiment import run_experiment
-from peer.policy import build_policy
-from peer.results import atomic_write
-from peer.sampling import Sampler
+from peer.engine import randomness
+from peer.engine.aggregators import make_aggregator
+from peer.engine.agreement import benchmark_mda, make_agreement
+from peer.engine.config import PolicyConfig
+from peer.lab.configure import MAIN_JOB_ATTACK, MAIN_JOB_BYZANTINE, MAIN_JOB_PEERS, resolve_config
+from peer.lab.experiment import run_experiment
+from peer.engine.policy import build_policy
+from peer.net.files import atomic_write
+from peer.engine.sampling import Sampler
 
 
 def env_steps_per_second(env_id: str, hidden: tuple[int, ...], activation: str, n: int, batches: int) -> dict:
@@ -83,8 +84,9 @@ def agreement_costs(k: int, f: int, d: int, rounds: int, repeats: int) -> list[d
 
 def timed_run(trajectories: int, out: Path) -> dict:
     """Wall time of the main job (13 peers, 3 AvgZero, DecByzPG, CartPole) to a budget."""
-    cfg = build_config({"num_peers": 13, "num_byzantine": 3, "attack": {"name": "avg_zero"},
-                        "trajectories_per_agent": trajectories})
+    cfg = resolve_config({"num_peers": MAIN_JOB_PEERS, "num_byzantine": MAIN_JOB_BYZANTINE,
+                          "attack": {"name": MAIN_JOB_ATTACK},
+                          "trajectories_per_agent": trajectories})
     summary = run_experiment(cfg, out, plot=False)
     return {"trajectories_per_agent": summary["trajectories_per_agent"], "wall_seconds": summary["wall_seconds"],
             "env_steps": summary["env_steps"], "final_honest_return": summary["final_honest_return"],

@@ -17,13 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from peer.engine.errors import ConfigError
+
 ALGORITHMS = ("decbyzpg", "dec-page-pg", "byzpg", "page-pg")
 ACTIVATIONS = ("relu", "tanh")
 IMPORTANCE_MODES = ("trajectory", "per_decision")
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field."""
 
 
 # Environment presets.  "paper" is Table 1 of the paper; "tuned" keeps the paper's
@@ -294,8 +292,8 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
         importance=_choice("estimator.importance", e.get("importance", d.importance), IMPORTANCE_MODES),
         log_weight_clip=_float("estimator.log_weight_clip", e.get("log_weight_clip", 0.0), 0),
     )
-    from peer.aggregators import AGGREGATOR_NAMES  # local import: keeps config importable alone
-    from peer.agreement import AGREEMENT_NAMES
+    from peer.engine.aggregators import AGGREGATOR_NAMES  # local import: keeps config importable alone
+    from peer.engine.agreement import AGREEMENT_NAMES
 
     a = section("aggregation", AggregationConfig)
     aggregation = AggregationConfig(
@@ -314,14 +312,16 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
         rule=_choice("agreement.rule", g.get("rule", AgreementConfig.rule), tuple(AGREEMENT_NAMES)),
         rounds=_int("agreement.rounds", g.get("rounds", AgreementConfig.rounds), 0),
     )
-    from adversary.attacks import ATTACK_NAMES
-
     t = section("attack", AttackConfig)
     params = t.get("params", {})
     if not isinstance(params, Mapping):
         raise _fail("attack.params", "a table", params)
-    attack = AttackConfig(name=_choice("attack.name", t.get("name", "none"), tuple(ATTACK_NAMES)),
-                          params=dict(params))
+    name = t.get("name", "none")
+    if not isinstance(name, str) or not name:
+        raise _fail("attack.name", "an attack name", name)
+    # Which names and parameters exist is the adversary's business (the engine does not
+    # know attacks): `adversary.attacks.check_attack` validates them for in-process runs.
+    attack = AttackConfig(name=name, params=dict(params))
 
     num_peers = _int("num_peers", merged.get("num_peers", RunConfig.num_peers), 1)
     num_byzantine = _int("num_byzantine", merged.get("num_byzantine", RunConfig.num_byzantine), 0)

@@ -22,10 +22,14 @@ from typing import Any, Mapping, Sequence
 
 import tomli_w
 
-from peer.config import ConfigError, RunConfig, build_config
-from peer.crypto import generate_key
-from peer.inprocess import IterationRow
-from peer.results import ResultsWriter, atomic_write, read_metrics, summarize, toml_safe
+from peer.engine.config import RunConfig, build_config
+from peer.engine.errors import ConfigError
+from peer.engine.sampling import target_return
+from peer.lab.configure import MAIN_JOB_ATTACK
+from peer.net.crypto import generate_key
+from peer.lab.inprocess import IterationRow
+from peer.lab.results import ResultsWriter, read_metrics, summarize
+from peer.net.files import atomic_write, toml_safe
 
 
 def roster_addresses(num_peers: int, host: str, base_port: int, compose: bool) -> list[str]:
@@ -34,7 +38,7 @@ def roster_addresses(num_peers: int, host: str, base_port: int, compose: bool) -
     return [f"{host}:{base_port + k}" for k in range(num_peers)]
 
 
-def run_document(cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str = "avg_zero",
+def run_document(cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str = MAIN_JOB_ATTACK,
                  attack_params: Mapping[str, Any] | None = None, network: Mapping[str, Any] | None = None,
                  adversary: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The run file's content without its roster: what decides how the run behaves.
@@ -55,7 +59,7 @@ def run_document(cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str 
     return document
 
 
-def init_run(directory: Path, cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str = "avg_zero",
+def init_run(directory: Path, cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str = MAIN_JOB_ATTACK,
              attack_params: Mapping[str, Any] | None = None, host: str = "127.0.0.1", base_port: int = 50100,
              compose: bool = False, network: Mapping[str, Any] | None = None, overwrite: bool = False,
              adversary: Mapping[str, Any] | None = None) -> Path:
@@ -109,14 +113,14 @@ def merge_peer_logs(peer_dirs: Mapping[int, Path], cfg: RunConfig, out: Path, wa
             seconds=max(float(r["seconds"]) for r in rows.values()),
             compute_seconds=sum(float(r["compute_seconds"]) for r in rows.values()),
         ))
-    summary = summarize(cfg, writer.rows, wall_seconds, 475.0 if cfg.env == "CartPole-v1" else None,
+    summary = summarize(cfg, writer.rows, wall_seconds, target_return(cfg.env),
                         interrupted=interrupted)
     summary.update(network_summary(logs))
     if attack is not None:
         summary["attack"] = attack  # the run file's config knows only the bound f, not the attack
     writer.finish(summary)
     if writer.rows:
-        from peer.plots import plot_run
+        from peer.lab.plots import plot_run
 
         plot_run(read_metrics(out / "metrics.csv"), cfg.num_peers, out / "returns.png",
                  f"{cfg.algorithm} over gRPC, K={cfg.num_peers}, seed {cfg.seed}")
@@ -167,7 +171,7 @@ class Cluster:
     """K daemon processes on this machine, started from one run directory."""
 
     def __init__(self, run_dir: Path, out: Path, python: str = sys.executable) -> None:
-        from peer.runfile import load_run_file
+        from peer.net.runfile import load_run_file
 
         self.run_dir = Path(run_dir)
         self.run = load_run_file(self.run_dir / "run.toml")
@@ -181,7 +185,7 @@ class Cluster:
 
     def command(self, k: int) -> list[str]:
         role = "adversary" if k in self.byzantine else "peer"
-        return [self.python, "-m", "peer.cli", role, "--config", str(self.run_dir / "run.toml"), "--id", str(k),
+        return [self.python, "-m", "peer.cli.main", role, "--config", str(self.run_dir / "run.toml"), "--id", str(k),
                 "--key", str(self.run_dir / "keys" / f"{k}.key"), "--out", str(self.peer_dir(k))]
 
     def start(self, k: int) -> None:

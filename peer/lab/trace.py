@@ -22,9 +22,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from peer.config import RunConfig
-from peer.inprocess import InProcessRun
-from peer.results import atomic_write
+from peer.engine.errors import ConfigError
+from peer.engine.config import RunConfig
+from peer.lab.inprocess import InProcessRun
+from peer.net.files import atomic_write
 
 COLUMNS = ("iteration", "trajectories_per_agent", "honest_mean_return", "x_t", "honest_mean_norm",
            "honest_spread", "aggregate_error", "error_over_norm", "cosine")
@@ -59,7 +60,7 @@ def trace(cfg: RunConfig, peer_id: int = 0) -> list[dict[str, Any]]:
     """Run `cfg` in process and return one row per iteration, measured at honest peer `peer_id`."""
     run = InProcessRun(cfg)
     if peer_id not in run.peers:
-        raise ValueError(f"trace: peer {peer_id} is not honest (honest ids: 0-{cfg.num_honest - 1})")
+        raise ConfigError(f"config error: trace: peer {peer_id} is not honest (honest ids: 0-{cfg.num_honest - 1})")
     recorder = _Recorder(run.peers[peer_id].aggregator, cfg.num_honest)
     run.peers[peer_id].aggregator = recorder
     rows = []

@@ -1,0 +1,185 @@
+"""The daemon command group: `keygen`, `init`, `peer`, `adversary`, `status`.
+
+These are what a user runs on each host of a real deployment (docs/DEPLOY.md); `cluster`
+runs the same daemons on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from peer.cli.common import add_config_flags, config_data
+from peer.engine.config import parse_override
+from peer.engine.errors import ConfigError, ExitCode, KeyFileError
+from peer.lab.configure import MAIN_JOB_ATTACK, MAIN_JOB_BYZANTINE, MAIN_JOB_PEERS
+
+if TYPE_CHECKING:
+    from peer.net.runfile import RunFile
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    from peer.net.logs import JsonFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def load_identity(args: argparse.Namespace) -> tuple[RunFile, Any]:
+    """The run file and this peer's signing key, checked against the roster's pinned public key."""
+    from peer.net.crypto import load_private_key, public_key_to_text
+    from peer.net.runfile import load_run_file
+
+    run = load_run_file(args.config)
+    entry = run.peer(args.id)
+    signing_key = load_private_key(args.key)
+    if public_key_to_text(signing_key.public_key()) != entry.public_key:
+        raise KeyFileError(f"config error: key {args.key} does not match peer {args.id}'s public key in the roster")
+    return run, signing_key
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from peer.net.crypto import generate_key
+
+    print(generate_key(Path(args.out), overwrite=args.force))
+    return ExitCode.SUCCESS
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from peer.lab.cluster import cluster_config, init_run
+
+    cfg = cluster_config(args.peers, args.byzantine, config_data(args, {}))
+    byzantine = list(range(args.peers - args.byzantine_peers, args.peers)) if args.byzantine_peers else []
+    path = init_run(Path(args.out), cfg, byzantine, args.attack, host=args.host, base_port=args.base_port,
+                    compose=args.compose, overwrite=args.force)
+    print(f"wrote {path} and {args.peers} keys in {Path(args.out) / 'keys'}")
+    return ExitCode.SUCCESS
+
+
+def cmd_peer(args: argparse.Namespace) -> int:
+    from peer.net.daemon import PeerDaemon
+
+    setup_logging(args.log_level, args.log_format)
+    run, signing_key = load_identity(args)
+    daemon = PeerDaemon(run, args.id, signing_key, Path(args.out or f"results/peer-{args.id}"))
+    daemon.install_signal_handlers()
+    return daemon.serve(bind=args.bind)
+
+
+def cmd_adversary(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level, args.log_format)
+    run, signing_key = load_identity(args)
+    return run_adversary(run, args.id, signing_key, Path(args.out or f"results/peer-{args.id}"), args.attack,
+                         args.set_attack, args.bind)
+
+
+def attack_settings(run: RunFile, peer_id: int, name: str | None,
+                    overrides: Sequence[str]) -> tuple[str, dict[str, Any], list[int]]:
+    """Attack name, parameters and the coalition's ids, from the [adversary] table and flags."""
+    table = run.adversary
+    name = name or table.get("attack")
+    if not name:
+        raise ConfigError("config error: no attack given: pass --attack or set [adversary].attack in the run file")
+    params = dict(table.get("params", {})) if (name == table.get("attack")) else {}
+    for text in overrides:
+        path, value = parse_override(text)
+        params[".".join(path)] = value
+    ids = table.get("byzantine_ids", [peer_id])
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        raise ConfigError(f"config error: adversary.byzantine_ids must be a list of peer ids (got {ids!r})")
+    if peer_id not in ids:
+        ids = sorted({*ids, peer_id})
+    return name, params, sorted(ids)
+
+
+def run_adversary(run: RunFile, peer_id: int, private_key: Any, out: Path, name: str | None,
+                  overrides: Sequence[str], bind: str | None) -> int:
+    import signal
+
+    from adversary.attacks import make_attack
+
+    name, params, ids = attack_settings(run, peer_id, name, overrides)
+    attack = make_attack(name, params)
+    if attack.needs_shadow:  # protocol-following with corrupted sampling: the honest daemon, lying
+        from peer.net.daemon import PeerDaemon
+        from peer.engine.sampling import Sampler, uniform_random_actions
+
+        probe = Sampler(run.config.env, run.config.estimator.horizon)
+        behaviour = uniform_random_actions(probe.action_space)
+        probe.close()
+        daemon = PeerDaemon(run, peer_id, private_key, out, behaviour=behaviour)
+        daemon.install_signal_handlers()
+        return daemon.serve(bind=bind)
+    from adversary.daemon import ByzantineDaemon
+
+    byzantine = ByzantineDaemon(run, peer_id, private_key, attack, ids, out, options=run.adversary)
+    signal.signal(signal.SIGTERM, byzantine.request_stop)
+    signal.signal(signal.SIGINT, byzantine.request_stop)
+    return byzantine.serve(bind=bind)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Ask a running peer for its Status (and, with --evidence, its equivocation proofs)."""
+    from peer.net.client import query_status
+
+    print(json.dumps(query_status(args.address, args.timeout, evidence=args.evidence), indent=2))
+    return ExitCode.SUCCESS
+
+
+def _add_daemon_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, metavar="RUN.toml", help="the run file shared by all peers")
+    p.add_argument("--id", type=int, required=True, help="this peer's roster id")
+    p.add_argument("--key", required=True, metavar="FILE", help="this peer's private key (mode 0600)")
+    p.add_argument("--out", help="directory for metrics.csv, checkpoint.pt (default results/peer-<id>)")
+    p.add_argument("--bind", help="listen address (default [::]:<port of the roster address>)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    keygen = sub.add_parser("keygen", help="write an Ed25519 key pair; prints the public key")
+    keygen.add_argument("--out", required=True, metavar="FILE", help="private key file (created with mode 0600)")
+    keygen.add_argument("--force", action="store_true", help="replace an existing key file")
+    keygen.set_defaults(func=cmd_keygen)
+
+    init = sub.add_parser("init", help="write a K-peer run file and keys (loopback or compose)",
+                          description="Generate run.toml (roster with pinned public keys) and keys/<id>.key.")
+    add_config_flags(init)
+    init.add_argument("--peers", type=int, default=MAIN_JOB_PEERS)
+    init.add_argument("--byzantine", type=int, default=MAIN_JOB_BYZANTINE, help="the bound f honest peers assume")
+    init.add_argument("--byzantine-peers", type=int, default=MAIN_JOB_BYZANTINE,
+                      help=f"how many peers (the highest ids) get an [adversary] role (default {MAIN_JOB_BYZANTINE})")
+    init.add_argument("--attack", default=MAIN_JOB_ATTACK, help="attack of the Byzantine peers")
+    init.add_argument("--host", default="127.0.0.1")
+    init.add_argument("--base-port", type=int, default=50100)
+    init.add_argument("--compose", action="store_true", help="addresses peer-<id>:50051 for docker compose")
+    init.add_argument("--out", required=True, help="run directory to create")
+    init.add_argument("--force", action="store_true", help="replace an existing run file and keys")
+    init.set_defaults(func=cmd_init)
+
+    peer = sub.add_parser("peer", help="run one honest peer daemon",
+                          description="Run one honest DecByzPG peer: a gRPC server and client of every other peer.")
+    _add_daemon_flags(peer)
+    peer.set_defaults(func=cmd_peer)
+
+    adv = sub.add_parser("adversary", help="run one Byzantine peer daemon",
+                         description="Run one Byzantine peer; the attack comes from --attack or the run file's "
+                                     "[adversary] table.")
+    _add_daemon_flags(adv)
+    adv.add_argument("--attack", help="attack name (default: [adversary].attack of the run file)")
+    adv.add_argument("--set-attack", action="append", default=[], metavar="KEY=VALUE",
+                     help="attack parameter, e.g. --set-attack scale=100 (repeatable)")
+    adv.set_defaults(func=cmd_adversary)
+
+    st = sub.add_parser("status", help="query a running peer (iteration, rejections, equivocation evidence)")
+    st.add_argument("address", help="host:port of the peer")
+    st.add_argument("--evidence", action="store_true", help="also fetch the equivocation proofs it holds")
+    st.add_argument("--timeout", type=float, default=5.0)
+    st.set_defaults(func=cmd_status)

@@ -1,0 +1,1 @@
+"""Experiment tooling: in-process runs, results, sweeps, matrix, traces, reports, plots, benchmarks, cluster."""
