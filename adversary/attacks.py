@@ -35,7 +35,7 @@ import numpy as np
 from peer.engine.agreement import pairwise_distances
 from peer.engine.config import RunConfig
 from peer.engine.errors import ConfigError
-from peer.engine.exchange import Phase, RoundKey
+from peer.engine.schedule import Phase, RoundKey
 
 Messages = dict[int, dict[int, np.ndarray | None]]  # byzantine id -> receiver -> vector
 
@@ -44,7 +44,7 @@ Messages = dict[int, dict[int, np.ndarray | None]]  # byzantine id -> receiver -
 class RoundView:
     """What the omniscient adversary knows when it chooses its messages for one round."""
 
-    key: RoundKey
+    round_key: RoundKey
     honest: Mapping[int, np.ndarray]  # honest sender -> vector (this round)
     receivers: Sequence[int]  # honest peers that listen
     byzantine_ids: Sequence[int]
@@ -62,30 +62,30 @@ class Attack:
 
     def __init__(self, **params: Any) -> None:
         spec = {**self.params_spec, "phases": list}
-        for key, value in params.items():
-            if key not in spec:
+        for param, value in params.items():
+            if param not in spec:
                 valid = ", ".join(sorted(spec)) or "none"
-                raise ConfigError(f"config error: attack.params: unknown parameter {key!r} for {self.name} (valid: {valid})")
-            if spec[key] is float and isinstance(value, int) and not isinstance(value, bool):
+                raise ConfigError(f"config error: attack.params: unknown parameter {param!r} for {self.name} (valid: {valid})")
+            if spec[param] is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
-            if not isinstance(value, spec[key]) or isinstance(value, bool) != (spec[key] is bool):
-                raise ConfigError(f"config error: attack.params.{key} must be {spec[key].__name__} (got {value!r})")
+            if not isinstance(value, spec[param]) or isinstance(value, bool) != (spec[param] is bool):
+                raise ConfigError(f"config error: attack.params.{param} must be {spec[param].__name__} (got {value!r})")
             if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"config error: attack.params.{key} must be finite (got {value!r})")
-            setattr(self, key, value)
+                raise ConfigError(f"config error: attack.params.{param} must be finite (got {value!r})")
+            setattr(self, param, value)
         phases = tuple(params.get("phases", self.default_phases))
         if not phases or not set(phases) <= {"gradient", "agreement"}:
             raise ConfigError(f"config error: attack.params.phases must list 'gradient' and/or 'agreement' (got {phases!r})")
         self.phases = phases
 
-    def acts_on(self, key: RoundKey) -> bool:
-        phase = "gradient" if key.phase == Phase.GRADIENT else "agreement"
+    def acts_on(self, round_key: RoundKey) -> bool:
+        phase = "gradient" if round_key.phase == Phase.GRADIENT else "agreement"
         return phase in self.phases
 
     def messages(self, view: RoundView) -> Messages:
         if not view.honest:
             return {b: {} for b in view.byzantine_ids}
-        if not self.acts_on(view.key):
+        if not self.acts_on(view.round_key):
             return self.blend_in(view)
         return self.craft(view)
 

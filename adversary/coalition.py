@@ -16,21 +16,22 @@ import numpy as np
 from adversary.attacks import Attack, Messages, RoundView, make_attack
 from peer.engine import randomness
 from peer.engine.config import RunConfig
-from peer.engine.exchange import Broadcast, RoundKey
+from peer.engine.exchange import Broadcast
 from peer.engine.sampling import uniform_random_actions
+from peer.engine.schedule import RoundKey
 from peer.engine.state_machine import PeerStateMachine
 
 
 class Coalition:
-    def __init__(self, cfg: RunConfig, key: bytes, attack: Attack | None = None) -> None:
+    def __init__(self, cfg: RunConfig, genesis_hash: bytes, attack: Attack | None = None) -> None:
         self.cfg = cfg
-        self.key = key
+        self.genesis_hash = genesis_hash
         self.ids = cfg.byzantine_ids
         self.attack = attack or (make_attack(cfg.attack.name, cfg.attack.params) if self.ids else None)
         self.shadows: dict[int, PeerStateMachine] = {}
         if self.attack is not None and self.attack.needs_shadow:
             for b in self.ids:
-                machine = PeerStateMachine(cfg, b, key)
+                machine = PeerStateMachine(cfg, b, genesis_hash)
                 machine.behaviour = uniform_random_actions(machine.sampler.action_space)
                 self.shadows[b] = machine
         self._programs: dict = {}
@@ -46,16 +47,16 @@ class Coalition:
             except StopIteration:
                 pass
 
-    def round(self, key: RoundKey, honest: Mapping[int, np.ndarray], receivers: Sequence[int]) -> Messages:
+    def round(self, round_key: RoundKey, honest: Mapping[int, np.ndarray], receivers: Sequence[int]) -> Messages:
         """Messages for one round; advances the shadows past it."""
         own = {}
         for b, out in self._pending.items():
-            if out.key != key:
-                raise RuntimeError(f"Byzantine shadow {b} is at {out.key}, the honest peers at {key}")
+            if out.round_key != round_key:
+                raise RuntimeError(f"Byzantine shadow {b} is at {out.round_key}, the honest peers at {round_key}")
             if out.vector is not None:
                 own[b] = out.vector
-        rng = randomness.stream(self.key, "attack", key.iteration, int(key.phase), key.round)
-        view = RoundView(key, honest, receivers, self.ids, own, rng)
+        rng = randomness.stream(self.genesis_hash, "attack", round_key.iteration, int(round_key.phase), round_key.round)
+        view = RoundView(round_key, honest, receivers, self.ids, own, rng)
         messages = self.attack.messages(view) if self.attack is not None else {}
         for b, program in list(self._programs.items()):
             received = {**honest, **{o: v for o, v in own.items() if o != b}}

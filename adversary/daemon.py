@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,15 +34,14 @@ from typing import Any, Mapping, Sequence
 
 from adversary.attacks import Attack, RoundView
 from adversary.misbehaviour import Misbehaviour
-from peer.engine.errors import ConfigError
 from peer.engine import randomness
-from peer.net import wire
-from peer.engine.exchange import Phase
+from peer.engine.errors import ConfigError
 from peer.engine.policy import build_policy, get_flat
+from peer.engine.sampling import Sampler
+from peer.engine.schedule import Schedule
+from peer.net import wire
 from peer.net.files import atomic_write
 from peer.net.runfile import RunFile
-from peer.engine.sampling import Sampler
-from peer.engine.state_machine import SERVER_ID, iteration_count, round_keys
 from peer.net.transport import PeerTransport
 
 log = logging.getLogger("decbyzpg.adversary")
@@ -59,7 +57,7 @@ def model_dimension(run: RunFile) -> int:
 
 
 class ByzantineDaemon:
-    def __init__(self, run: RunFile, peer_id: int, private_key: Any, attack: Attack,
+    def __init__(self, run: RunFile, peer_id: int, signing_key: Any, attack: Attack,
                  byzantine_ids: Sequence[int], out_dir: Path, options: Mapping[str, Any] | None = None) -> None:
         if peer_id not in byzantine_ids:
             raise ConfigError(f"config error: peer {peer_id} is not among the Byzantine ids {list(byzantine_ids)}")
@@ -67,13 +65,14 @@ class ByzantineDaemon:
         self.run = run
         self.cfg = run.config
         self.peer_id = peer_id
-        self.private_key = private_key
+        self.signing_key = signing_key
         self.attack = attack
         self.byzantine_ids = tuple(sorted(byzantine_ids))
         self.honest_ids = tuple(p.id for p in run.peers if p.id not in self.byzantine_ids)
-        self.key = self.cfg.genesis_hash()
+        self.genesis_hash = self.cfg.genesis_hash()
+        self.schedule = Schedule.of(self.cfg, self.genesis_hash)
         self.dim = model_dimension(run)
-        self.transport = PeerTransport(run, peer_id, private_key, self.dim)
+        self.transport = PeerTransport(run, peer_id, signing_key, self.dim)
         self.out_dir = Path(out_dir)
         self.rushing = bool(options.get("rushing", True))
         self.misbehaviour = Misbehaviour.from_table(options)
@@ -84,41 +83,41 @@ class ByzantineDaemon:
     def request_stop(self, *_: Any) -> None:
         self.stop_requested.set()
 
-    def play_round(self, key) -> None:
+    def play_round(self, round_key) -> None:
         deadline = self.transport.deadline()
         # ByzPG's model round carries only the server's parameters: wait for nobody else.
-        senders = {SERVER_ID} if key.phase == Phase.MODEL else set(self.honest_ids)
-        if self.rushing:
+        senders = set(self.schedule.senders(round_key)) & set(self.honest_ids)
+        if self.rushing:  # wait for every honest vector before lying
             colluders = set(self.byzantine_ids) - {self.peer_id}
-            honest, _ = self.transport.collect(key, deadline, expected=senders, quorum=len(senders),
+            honest, _ = self.transport.collect(round_key, deadline, expected=senders, quorum=len(senders),
                                                also_pull=colluders)
         else:
-            honest = {s: v for s, v in self.transport.store.vectors(key).items() if s in senders}
-        rng = randomness.stream(self.key, "attack", key.iteration, int(key.phase), key.round)
-        view = RoundView(key, honest, list(self.honest_ids), self.byzantine_ids, {}, rng)
+            honest = {s: v for s, v in self.transport.store.vectors(round_key).items() if s in senders}
+        rng = randomness.stream(self.genesis_hash, "attack", round_key.iteration, int(round_key.phase), round_key.round)
+        view = RoundView(round_key, honest, list(self.honest_ids), self.byzantine_ids, {}, rng)
         late = getattr(self.attack, "wire_messages", None)
         messages = late(view) if late is not None else self.attack.messages(view)
         delay = float(getattr(self.attack, "delay", 0.0)) if late is not None else 0.0
         mine = messages.get(self.peer_id, {})
         if delay > 0:
-            self._junk_pool.submit(self._send_later, key, mine, deadline + delay, delay)
+            self._junk_pool.submit(self._send_later, round_key, mine, deadline + delay, delay)
         else:
-            self.transport.send(key, mine, deadline)
+            self.transport.send(round_key, mine, deadline)
         with self.transport.own_lock:
-            own = self.transport.own.get(key)
+            own = self.transport.own.get(round_key)
         if own is not None:
-            self.misbehaviour.remember(key, own)
+            self.misbehaviour.remember(round_key, own)
         if self.misbehaviour.due():
-            self._misbehave(key)
+            self._misbehave(round_key)
 
-    def _send_later(self, key, mine, deadline: float, delay: float) -> None:
+    def _send_later(self, round_key, mine, deadline: float, delay: float) -> None:
         if not self.stop_requested.wait(delay):
-            self.transport.send(key, mine, deadline)
+            self.transport.send(round_key, mine, deadline)
 
-    def _misbehave(self, key) -> None:
-        rng = randomness.stream(self.key, "misbehaviour", self.peer_id, key.iteration, int(key.phase), key.round)
+    def _misbehave(self, round_key) -> None:
+        rng = randomness.stream(self.genesis_hash, "misbehaviour", self.peer_id, round_key.iteration, int(round_key.phase), round_key.round)
         for victim in self.honest_ids:
-            for kind, raw in self.misbehaviour.messages(self.private_key, self.run.run_id, key, self.peer_id,
+            for kind, raw in self.misbehaviour.messages(self.signing_key, self.run.run_id, round_key, self.peer_id,
                                                         self.dim, victim, self.run.network.max_message_bytes, rng):
                 self._junk_pool.submit(self._push_junk, victim, kind, raw)
 
@@ -134,16 +133,16 @@ class ByzantineDaemon:
 
     def serve(self, bind: str | None = None, linger: float | None = None) -> int:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        total = iteration_count(self.cfg, self.key)
+        total = self.schedule.iteration_count
         self.transport.start(bind)
         log.info("Byzantine peer %d (%s) serving; %d iterations", self.peer_id, self.attack.name, total)
         try:
             for t in range(total):
                 self.transport.set_iteration(t)
-                for key in round_keys(self.cfg, self.key, t):
+                for round_key in self.schedule.rounds(t):
                     if self.stop_requested.is_set():
                         return 130
-                    self.play_round(key)
+                    self.play_round(round_key)
                 if t % 10 == 0:
                     self.write_report()
             self.transport.finished = True

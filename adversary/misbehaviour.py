@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
 from decbyzpg.v1 import peer_pb2
+
 from peer.engine.errors import ConfigError
+from peer.engine.schedule import RoundKey
 from peer.net import wire
-from peer.engine.exchange import RoundKey
 
 KINDS = ("invalid_signature", "replay", "wrong_run", "impersonation", "garbage", "oversized", "non_finite",
          "wrong_length", "flood_future", "equivocation")
@@ -65,9 +65,9 @@ class Misbehaviour:
             raise ConfigError(f"config error: adversary.misbehaviour must be a list of kinds or \"all\" (got {kinds!r})")
         return cls(kinds=kinds, every=int(table.get("misbehaviour_every", 1)), flood=int(table.get("flood", 10)))
 
-    def remember(self, key: RoundKey, envelope: peer_pb2.SignedMessage) -> None:
+    def remember(self, round_key: RoundKey, envelope: peer_pb2.SignedMessage) -> None:
         """Keep one real message to replay later (bounded: the last few rounds)."""
-        self._sent[key] = envelope.SerializeToString()
+        self._sent[round_key] = envelope.SerializeToString()
         while len(self._sent) > 8:
             self._sent.pop(min(self._sent))
 
@@ -75,64 +75,64 @@ class Misbehaviour:
         self._rounds += 1
         return bool(self.kinds) and self._rounds % self.every == 0
 
-    def messages(self, private_key: Any, run_id: bytes, key: RoundKey, sender: int, dim: int,
+    def messages(self, signing_key: Any, run_id: bytes, round_key: RoundKey, sender: int, dim: int,
                  victim: int, max_message_bytes: int, rng: np.random.Generator) -> list[tuple[str, bytes]]:
         """(kind, raw envelope bytes) for every configured kind, aimed at `victim`."""
         out = []
         for kind in self.kinds:
-            for raw in craft(kind, private_key, run_id, key, sender, dim, victim, max_message_bytes, rng,
+            for raw in craft(kind, signing_key, run_id, round_key, sender, dim, victim, max_message_bytes, rng,
                              self._sent, self.flood):
                 out.append((kind, raw))
         return out
 
 
-def _body(run_id: bytes, key: RoundKey, sender: int, vector: np.ndarray, length: int | None = None,
+def _body(run_id: bytes, round_key: RoundKey, sender: int, vector: np.ndarray, length: int | None = None,
           iteration: int | None = None) -> bytes:
     data = wire.encode_vector(vector)
-    return peer_pb2.RoundMessage(run_id=run_id, iteration=key.iteration if iteration is None else iteration,
-                                 phase=int(key.phase), round=key.round, sender=sender,
+    return peer_pb2.RoundMessage(run_id=run_id, iteration=round_key.iteration if iteration is None else iteration,
+                                 phase=int(round_key.phase), round=round_key.round, sender=sender,
                                  length=len(vector) if length is None else length, vector=data).SerializeToString()
 
 
-def craft(kind: str, private_key: Any, run_id: bytes, key: RoundKey, sender: int, dim: int, victim: int,
+def craft(kind: str, signing_key: Any, run_id: bytes, round_key: RoundKey, sender: int, dim: int, victim: int,
           max_message_bytes: int, rng: np.random.Generator, sent: Mapping[RoundKey, bytes] | None = None,
           flood: int = 10) -> list[bytes]:
-    """Raw envelopes of one misbehaviour kind for round `key`."""
+    """Raw envelopes of one misbehaviour kind for round `round_key`."""
     vector = rng.normal(0.0, 1.0, dim).astype(np.float32)
     if kind == "invalid_signature":
-        envelope = wire.sign_body(private_key, sender, _body(run_id, key, sender, vector))
+        envelope = wire.sign_body(signing_key, sender, _body(run_id, round_key, sender, vector))
         envelope.signature = bytes(rng.integers(0, 256, 64, dtype=np.uint8))
         return [envelope.SerializeToString()]
     if kind == "replay":
-        return [raw for k, raw in (sent or {}).items() if k != key][-1:]
+        return [raw for k, raw in (sent or {}).items() if k != round_key][-1:]
     if kind == "wrong_run":
         other = hashlib.sha256(b"another run" + run_id).digest()
-        return [wire.sign_body(private_key, sender, _body(other, key, sender, vector)).SerializeToString()]
-    if kind == "impersonation":  # the victim's own neighbour's id, under our key
+        return [wire.sign_body(signing_key, sender, _body(other, round_key, sender, vector)).SerializeToString()]
+    if kind == "impersonation":  # the victim's own neighbour's id, under our signing key
         target = 0 if victim != 0 else 1
-        return [wire.sign_body(private_key, target, _body(run_id, key, target, vector)).SerializeToString()]
+        return [wire.sign_body(signing_key, target, _body(run_id, round_key, target, vector)).SerializeToString()]
     if kind == "garbage":
         return [bytes(rng.integers(0, 256, int(rng.integers(1, 512)), dtype=np.uint8))]
     if kind == "oversized":
         big = np.zeros(max_message_bytes // 4 + 16, np.float32)
-        return [wire.sign_body(private_key, sender, _body(run_id, key, sender, big)).SerializeToString()]
+        return [wire.sign_body(signing_key, sender, _body(run_id, round_key, sender, big)).SerializeToString()]
     if kind == "non_finite":
         bad = vector.copy()
         bad[int(rng.integers(0, dim))] = np.nan if rng.random() < 0.5 else np.inf
-        return [wire.sign_body(private_key, sender, _body(run_id, key, sender, bad)).SerializeToString()]
+        return [wire.sign_body(signing_key, sender, _body(run_id, round_key, sender, bad)).SerializeToString()]
     if kind == "wrong_length":
-        return [wire.sign_body(private_key, sender, _body(run_id, key, sender, vector[:-1])).SerializeToString()]
+        return [wire.sign_body(signing_key, sender, _body(run_id, round_key, sender, vector[:-1])).SerializeToString()]
     if kind == "flood_future":
-        return [wire.sign_body(private_key, sender, _body(run_id, key, sender, vector,
-                                                          iteration=key.iteration + 1000 + i)).SerializeToString()
+        return [wire.sign_body(signing_key, sender, _body(run_id, round_key, sender, vector,
+                                                          iteration=round_key.iteration + 1000 + i)).SerializeToString()
                 for i in range(flood)]
     if kind == "equivocation":
         # A second, different, validly signed message for the previous round, whose real
         # message the victim already holds: sent for the current round it could race the
         # real one and arrive first.
-        earlier = [k for k in (sent or {}) if k < key]
+        earlier = [k for k in (sent or {}) if k < round_key]
         if not earlier:
             return []
         previous = max(earlier)
-        return [wire.sign_body(private_key, sender, _body(run_id, previous, sender, vector)).SerializeToString()]
+        return [wire.sign_body(signing_key, sender, _body(run_id, previous, sender, vector)).SerializeToString()]
     raise ValueError(f"unknown misbehaviour {kind!r}")

@@ -99,7 +99,7 @@ def attack_settings(run: RunFile, peer_id: int, name: str | None,
     return name, params, sorted(ids)
 
 
-def run_adversary(run: RunFile, peer_id: int, private_key: Any, out: Path, name: str | None,
+def run_adversary(run: RunFile, peer_id: int, signing_key: Any, out: Path, name: str | None,
                   overrides: Sequence[str], bind: str | None) -> int:
     import signal
 
@@ -108,18 +108,18 @@ def run_adversary(run: RunFile, peer_id: int, private_key: Any, out: Path, name:
     name, params, ids = attack_settings(run, peer_id, name, overrides)
     attack = make_attack(name, params)
     if attack.needs_shadow:  # protocol-following with corrupted sampling: the honest daemon, lying
-        from peer.net.daemon import PeerDaemon
         from peer.engine.sampling import Sampler, uniform_random_actions
+        from peer.net.daemon import PeerDaemon
 
         probe = Sampler(run.config.env, run.config.estimator.horizon)
         behaviour = uniform_random_actions(probe.action_space)
         probe.close()
-        daemon = PeerDaemon(run, peer_id, private_key, out, behaviour=behaviour)
+        daemon = PeerDaemon(run, peer_id, signing_key, out, behaviour=behaviour)
         daemon.install_signal_handlers()
         return daemon.serve(bind=bind)
     from adversary.daemon import ByzantineDaemon
 
-    byzantine = ByzantineDaemon(run, peer_id, private_key, attack, ids, out, options=run.adversary)
+    byzantine = ByzantineDaemon(run, peer_id, signing_key, attack, ids, out, options=run.adversary)
     signal.signal(signal.SIGTERM, byzantine.request_stop)
     signal.signal(signal.SIGINT, byzantine.request_stop)
     return byzantine.serve(bind=bind)

@@ -9,7 +9,12 @@ from typing import Any
 from peer.cli.common import add_config_flags, config_data, output_dir, print_summary
 from peer.engine.config import RunConfig
 from peer.engine.errors import ExitCode
-from peer.lab.configure import MAIN_JOB_ATTACK, MAIN_JOB_BYZANTINE, MAIN_JOB_PEERS, resolve_config
+from peer.lab.configure import (
+    MAIN_JOB_ATTACK,
+    MAIN_JOB_BYZANTINE,
+    MAIN_JOB_PEERS,
+    resolve_config,
+)
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:

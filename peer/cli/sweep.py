@@ -6,7 +6,14 @@ import argparse
 import os
 from pathlib import Path
 
-from peer.cli.common import DEFAULT_RESULTS, add_config_flags, config_data, csv_list, int_list, seeds
+from peer.cli.common import (
+    DEFAULT_RESULTS,
+    add_config_flags,
+    config_data,
+    csv_list,
+    int_list,
+    seeds,
+)
 from peer.engine.errors import ConfigError, ExitCode
 from peer.lab.configure import MAIN_JOB_ATTACK, MAIN_JOB_BYZANTINE, MAIN_JOB_PEERS
 

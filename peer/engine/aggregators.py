@@ -353,6 +353,15 @@ class CenteredClipping(Aggregator):
         return v
 
 
+BUCKETING_PREFIX = "bucketing+"
+DEFAULT_BUCKET_SIZE = 2
+
+
+def uses_bucketing(name: str) -> bool:
+    """Whether the rule `name` is a `bucketing+<rule>` (the only rules that read bucket_size)."""
+    return name.strip().lower().startswith(BUCKETING_PREFIX)
+
+
 class Bucketing(Aggregator):
     """Bucketing wrapper (Karimireddy, He & Jaggi, 2022).
 
@@ -369,7 +378,7 @@ class Bucketing(Aggregator):
     (7 <= 8), where colluding inputs spread one per bucket can capture the output.
     """
 
-    def __init__(self, inner: Aggregator, bucket_size: int = 2) -> None:
+    def __init__(self, inner: Aggregator, bucket_size: int = DEFAULT_BUCKET_SIZE) -> None:
         if isinstance(bucket_size, bool) or int(bucket_size) < 1:
             raise ValueError(f"bucketing: bucket_size must be an integer >= 1, got {bucket_size!r}")
         self.inner = inner
@@ -398,9 +407,8 @@ _BASE: dict[str, tuple[Callable[..., Aggregator], tuple[str, ...], bool]] = {
     "centered_clipping": (CenteredClipping, ("tau", "iterations", "start"), False),
 }
 
-_BUCKETING_PREFIX = "bucketing+"
 
-AGGREGATOR_NAMES: tuple[str, ...] = tuple(_BASE) + tuple(_BUCKETING_PREFIX + b for b in _BASE)
+AGGREGATOR_NAMES: tuple[str, ...] = tuple(_BASE) + tuple(BUCKETING_PREFIX + b for b in _BASE)
 
 
 def make_aggregator(name: str, f: int, **params: Any) -> Aggregator:
@@ -419,9 +427,9 @@ def make_aggregator(name: str, f: int, **params: Any) -> Aggregator:
     key = name.strip().lower()
     params = {k: v for k, v in params.items() if v is not None}
     bucket_size = None
-    if key.startswith(_BUCKETING_PREFIX):
-        bucket_size = params.pop("bucket_size", 2)
-        base = key[len(_BUCKETING_PREFIX) :]
+    if uses_bucketing(key):
+        bucket_size = params.pop("bucket_size", DEFAULT_BUCKET_SIZE)
+        base = key[len(BUCKETING_PREFIX) :]
     else:
         base = key
     if base not in _BASE:

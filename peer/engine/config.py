@@ -11,13 +11,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from peer.engine.aggregators import (
+    AGGREGATOR_NAMES,
+    DEFAULT_BUCKET_SIZE,
+    uses_bucketing,
+)
+from peer.engine.agreement import AGREEMENT_NAMES
 from peer.engine.errors import ConfigError
+from peer.engine.fields import as_bool, as_choice, as_float, as_int, check_keys, invalid
 
 ALGORITHMS = ("decbyzpg", "dec-page-pg", "byzpg", "page-pg")
 ACTIVATIONS = ("relu", "tanh")
@@ -94,7 +100,7 @@ class EstimatorConfig:
 @dataclass(frozen=True)
 class AggregationConfig:
     rule: str = "rfa"
-    bucket_size: int = 2
+    bucket_size: int = DEFAULT_BUCKET_SIZE  # only bucketing+<rule> reads it
     # Also exchange and aggregate v_t in small-batch iterations.  Off for DecByzPG
     # (Algorithm 2: small-batch steps are local).  On for the naive Dec-PAGE-PG baseline:
     # without agreement it is the only way its peers stay together (the authors' code did
@@ -177,55 +183,6 @@ def byzantine_tolerance(algorithm: str, num_peers: int, agreement_rule: str) -> 
     return 0
 
 
-# ---------------------------------------------------------------- parsing helpers
-
-
-def _fail(name: str, expectation: str, value: Any) -> ConfigError:
-    return ConfigError(f"config error: {name} must be {expectation} (got {value!r})")
-
-
-def _int(name: str, value: Any, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(name, "an integer", value)
-    if minimum is not None and value < minimum:
-        raise _fail(name, f"an integer >= {minimum}", value)
-    return value
-
-
-def _float(name: str, value: Any, low: float | None = None, high: float | None = None,
-           low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _fail(name, "a finite number", value)
-    value = float(value)
-    if low is not None and (value < low or (low_open and value == low)):
-        bound = f"> {low}" if low_open else f">= {low}"
-        raise _fail(name, f"a number {bound}" + (f" and <= {high}" if high is not None else ""), value)
-    if high is not None and value > high:
-        raise _fail(name, f"a number <= {high}", value)
-    return value
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(name, "true or false", value)
-    return value
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise _fail(name, "one of " + ", ".join(choices), value)
-    return value
-
-
-def _check_keys(section: str, data: Mapping[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        where = f"section [{section}]" if section else "top level"
-        raise ConfigError(
-            f"config error: unknown key {unknown[0]!r} in {where} (valid: {', '.join(sorted(allowed))})"
-        )
-
-
 def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
@@ -248,20 +205,20 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
     """
     if not isinstance(data, Mapping):
         raise ConfigError("config error: the run file must be a TOML table")
-    _check_keys("", data, TOP_KEYS | set(SECTIONS))
+    check_keys("", data, TOP_KEYS | set(SECTIONS))
     for section in SECTIONS:
         if section in data and not isinstance(data[section], Mapping):
-            raise _fail(section, "a table", data[section])
-    env = _choice("env", data.get("env", RunConfig.env), tuple(ENV_PRESETS))
-    preset = _choice("preset", data.get("preset", RunConfig.preset), tuple(PRESETS))
-    algorithm = _choice("algorithm", data.get("algorithm", RunConfig.algorithm), ALGORITHMS)
+            raise invalid(section, "a table", data[section])
+    env = as_choice("env", data.get("env", RunConfig.env), tuple(ENV_PRESETS))
+    preset = as_choice("preset", data.get("preset", RunConfig.preset), tuple(PRESETS))
+    algorithm = as_choice("algorithm", data.get("algorithm", RunConfig.algorithm), ALGORITHMS)
     merged = ENV_PRESETS[env]
     for layer in (PRESETS[preset], ALGORITHM_PRESETS[algorithm], data):
         merged = deep_merge(merged, layer)
 
     def section(name: str, cls: type) -> dict[str, Any]:
         raw = dict(merged.get(name, {}))
-        _check_keys(name, raw, {f.name for f in dataclasses.fields(cls)})
+        check_keys(name, raw, {f.name for f in dataclasses.fields(cls)})
         return raw
 
     p = section("policy", PolicyConfig)
@@ -269,39 +226,36 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
     if not isinstance(hidden, (list, tuple)) or not hidden or not all(
         isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= 4096 for h in hidden
     ):
-        raise _fail("policy.hidden", "a non-empty list of layer widths between 1 and 4096", hidden)
+        raise invalid("policy.hidden", "a non-empty list of layer widths between 1 and 4096", hidden)
     policy = PolicyConfig(
         hidden=tuple(hidden),
-        activation=_choice("policy.activation", p.get("activation", PolicyConfig.activation), ACTIVATIONS),
-        init_log_std=_float("policy.init_log_std", p.get("init_log_std", PolicyConfig.init_log_std), -10, 10),
+        activation=as_choice("policy.activation", p.get("activation", PolicyConfig.activation), ACTIVATIONS),
+        init_log_std=as_float("policy.init_log_std", p.get("init_log_std", PolicyConfig.init_log_std), -10, 10),
     )
     o = section("optimizer", OptimizerConfig)
     optimizer = OptimizerConfig(
-        step_size=_float("optimizer.step_size", o.get("step_size", OptimizerConfig.step_size), 0, 10, low_open=True),
-        max_grad_norm=_float("optimizer.max_grad_norm", o.get("max_grad_norm", 0.0), 0),
+        step_size=as_float("optimizer.step_size", o.get("step_size", OptimizerConfig.step_size), 0, 10, low_open=True),
+        max_grad_norm=as_float("optimizer.max_grad_norm", o.get("max_grad_norm", OptimizerConfig.max_grad_norm), 0),
     )
     e = section("estimator", EstimatorConfig)
     d = EstimatorConfig()
     estimator = EstimatorConfig(
-        gamma=_float("estimator.gamma", e.get("gamma", d.gamma), 0, 1, low_open=True),
-        horizon=_int("estimator.horizon", e.get("horizon", d.horizon), 1),
-        large_batch=_int("estimator.large_batch", e.get("large_batch", d.large_batch), 1),
-        small_batch=_int("estimator.small_batch", e.get("small_batch", d.small_batch), 1),
-        switch_prob=_float("estimator.switch_prob", e.get("switch_prob", d.switch_prob), 0, 1),
-        baseline=_bool("estimator.baseline", e.get("baseline", d.baseline)),
-        importance=_choice("estimator.importance", e.get("importance", d.importance), IMPORTANCE_MODES),
-        log_weight_clip=_float("estimator.log_weight_clip", e.get("log_weight_clip", 0.0), 0),
+        gamma=as_float("estimator.gamma", e.get("gamma", d.gamma), 0, 1, low_open=True),
+        horizon=as_int("estimator.horizon", e.get("horizon", d.horizon), 1),
+        large_batch=as_int("estimator.large_batch", e.get("large_batch", d.large_batch), 1),
+        small_batch=as_int("estimator.small_batch", e.get("small_batch", d.small_batch), 1),
+        switch_prob=as_float("estimator.switch_prob", e.get("switch_prob", d.switch_prob), 0, 1),
+        baseline=as_bool("estimator.baseline", e.get("baseline", d.baseline)),
+        importance=as_choice("estimator.importance", e.get("importance", d.importance), IMPORTANCE_MODES),
+        log_weight_clip=as_float("estimator.log_weight_clip", e.get("log_weight_clip", d.log_weight_clip), 0),
     )
-    from peer.engine.aggregators import AGGREGATOR_NAMES  # local import: keeps config importable alone
-    from peer.engine.agreement import AGREEMENT_NAMES
-
     a = section("aggregation", AggregationConfig)
     aggregation = AggregationConfig(
-        rule=_choice("aggregation.rule", a.get("rule", AggregationConfig.rule), tuple(AGGREGATOR_NAMES)),
-        bucket_size=_int("aggregation.bucket_size", a.get("bucket_size", 2), 1),
-        every_iteration=_bool("aggregation.every_iteration", a.get("every_iteration", False)),
+        rule=as_choice("aggregation.rule", a.get("rule", AggregationConfig.rule), tuple(AGGREGATOR_NAMES)),
+        bucket_size=as_int("aggregation.bucket_size", a.get("bucket_size", DEFAULT_BUCKET_SIZE), 1),
+        every_iteration=as_bool("aggregation.every_iteration", a.get("every_iteration", AggregationConfig.every_iteration)),
     )
-    if aggregation.bucket_size != AggregationConfig.bucket_size and not aggregation.rule.startswith("bucketing+"):
+    if aggregation.bucket_size != DEFAULT_BUCKET_SIZE and not uses_bucketing(aggregation.rule):
         # the field is always written out (as its default), so only a changed value is an error
         raise ConfigError(
             f"config error: aggregation.bucket_size = {aggregation.bucket_size} has no effect with rule "
@@ -309,33 +263,33 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
         )
     g = section("agreement", AgreementConfig)
     agreement = AgreementConfig(
-        rule=_choice("agreement.rule", g.get("rule", AgreementConfig.rule), tuple(AGREEMENT_NAMES)),
-        rounds=_int("agreement.rounds", g.get("rounds", AgreementConfig.rounds), 0),
+        rule=as_choice("agreement.rule", g.get("rule", AgreementConfig.rule), tuple(AGREEMENT_NAMES)),
+        rounds=as_int("agreement.rounds", g.get("rounds", AgreementConfig.rounds), 0),
     )
     t = section("attack", AttackConfig)
     params = t.get("params", {})
     if not isinstance(params, Mapping):
-        raise _fail("attack.params", "a table", params)
-    name = t.get("name", "none")
+        raise invalid("attack.params", "a table", params)
+    name = t.get("name", AttackConfig.name)
     if not isinstance(name, str) or not name:
-        raise _fail("attack.name", "an attack name", name)
+        raise invalid("attack.name", "an attack name", name)
     # Which names and parameters exist is the adversary's business (the engine does not
     # know attacks): `adversary.attacks.check_attack` validates them for in-process runs.
     attack = AttackConfig(name=name, params=dict(params))
 
-    num_peers = _int("num_peers", merged.get("num_peers", RunConfig.num_peers), 1)
-    num_byzantine = _int("num_byzantine", merged.get("num_byzantine", RunConfig.num_byzantine), 0)
+    num_peers = as_int("num_peers", merged.get("num_peers", RunConfig.num_peers), 1)
+    num_byzantine = as_int("num_byzantine", merged.get("num_byzantine", RunConfig.num_byzantine), 0)
     if algorithm == "page-pg" and num_peers != 1:
-        raise _fail("num_peers", "1 for page-pg (the single-agent method)", num_peers)
+        raise invalid("num_peers", "1 for page-pg (the single-agent method)", num_peers)
     if num_byzantine >= num_peers:
-        raise _fail("num_byzantine", f"smaller than num_peers ({num_peers}): at least one peer must be honest",
+        raise invalid("num_byzantine", f"smaller than num_peers ({num_peers}): at least one peer must be honest",
                     num_byzantine)
     if in_process and num_byzantine > 0 and attack.name == "none":
         raise ConfigError(
             "config error: attack.name must name an attack when num_byzantine > 0 (got 'none'); "
             "use num_byzantine = 0 for an attack-free run"
         )
-    allow = _bool("allow_beyond_tolerance", merged.get("allow_beyond_tolerance", False))
+    allow = as_bool("allow_beyond_tolerance", merged.get("allow_beyond_tolerance", RunConfig.allow_beyond_tolerance))
     tolerance = byzantine_tolerance(algorithm, num_peers, agreement.rule)
     if num_byzantine > tolerance and not allow:
         raise ConfigError(
@@ -343,7 +297,7 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
             f"{num_peers} peers (at most {tolerance}); set allow_beyond_tolerance = true "
             "(--allow-beyond-tolerance) to run it anyway as an experiment"
         )
-    budget = _int("trajectories_per_agent", merged.get("trajectories_per_agent", 5000), 1)
+    budget = as_int("trajectories_per_agent", merged.get("trajectories_per_agent", RunConfig.trajectories_per_agent), 1)
     if budget < estimator.large_batch:
         # the first iteration is always a large batch: a smaller budget would run nothing
         raise ConfigError(
@@ -357,7 +311,7 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
         num_peers=num_peers,
         num_byzantine=num_byzantine,
         allow_beyond_tolerance=allow,
-        seed=_int("seed", merged.get("seed", 0), 0),
+        seed=as_int("seed", merged.get("seed", RunConfig.seed), 0),
         trajectories_per_agent=budget,
         policy=policy,
         optimizer=optimizer,

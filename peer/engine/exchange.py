@@ -9,35 +9,19 @@ sends them as signed gRPC messages.  The learning code is identical in both.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Generator, Mapping
 
 import numpy as np
 
-
-class Phase(enum.IntEnum):
-    """What a round carries; the numbers are the wire values."""
-
-    GRADIENT = 1  # batch gradient estimates, aggregated robustly (x_t = 1 only)
-    AGREEMENT = 2  # parameter vectors, averaged by the agreement rule (R rounds)
-    MODEL = 3  # ByzPG only: the trusted server's parameters
-
-
-@dataclass(frozen=True, order=True)
-class RoundKey:
-    """Identifies one all-to-all round: (iteration t, phase, agreement round r)."""
-
-    iteration: int
-    phase: Phase
-    round: int = 0
+from peer.engine.schedule import RoundKey
 
 
 @dataclass(frozen=True)
 class Broadcast:
-    """Send `vector` (float32) to every peer for `key`; None means listen only."""
+    """Send `vector` (float32) to every peer in round `round_key`; None means listen only."""
 
-    key: RoundKey
+    round_key: RoundKey
     vector: np.ndarray | None
 
 

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from peer.engine.errors import ConfigError
 from peer.engine.config import PolicyConfig
+from peer.engine.errors import ConfigError
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 

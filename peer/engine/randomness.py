@@ -17,8 +17,8 @@ import numpy as np
 _DOMAIN = b"decbyzpg-rand-v1\0"
 
 
-def _digest(key: bytes, *parts: bytes | str | int) -> bytes:
-    h = hashlib.sha256(_DOMAIN + key)
+def _digest(genesis_hash: bytes, *parts: bytes | str | int) -> bytes:
+    h = hashlib.sha256(_DOMAIN + genesis_hash)
     for part in parts:
         if isinstance(part, int):
             part = struct.pack("<q", part)
@@ -28,27 +28,27 @@ def _digest(key: bytes, *parts: bytes | str | int) -> bytes:
     return h.digest()
 
 
-def uniform(key: bytes, *parts: bytes | str | int) -> float:
+def uniform(genesis_hash: bytes, *parts: bytes | str | int) -> float:
     """A uniform number in [0, 1) that is a pure function of its arguments (53 bits)."""
-    word = int.from_bytes(_digest(key, *parts)[:8], "little")
+    word = int.from_bytes(_digest(genesis_hash, *parts)[:8], "little")
     return (word >> 11) * (1.0 / (1 << 53))
 
 
-def common_coin(key: bytes, t: int, p: float) -> bool:
+def common_coin(genesis_hash: bytes, t: int, p: float) -> bool:
     """x_t of the paper: True means a large-batch (aggregation) iteration.  x_0 = 1 always."""
     if t < 0:
         raise ValueError(f"iteration must be >= 0 (got {t})")
     if t == 0:
         return True
-    return uniform(key, "coin", t) < p
+    return uniform(genesis_hash, "coin", t) < p
 
 
-def stream(key: bytes, *parts: bytes | str | int) -> np.random.Generator:
+def stream(genesis_hash: bytes, *parts: bytes | str | int) -> np.random.Generator:
     """An independent numpy generator for one purpose, e.g. ("env", peer_id, t)."""
-    seed = int.from_bytes(_digest(key, "stream", *parts)[:16], "little")
+    seed = int.from_bytes(_digest(genesis_hash, "stream", *parts)[:16], "little")
     return np.random.Generator(np.random.Philox(key=seed))
 
 
-def torch_seed(key: bytes, *parts: bytes | str | int) -> int:
+def torch_seed(genesis_hash: bytes, *parts: bytes | str | int) -> int:
     """A 63-bit seed for torch.Generator, derived like `stream`."""
-    return int.from_bytes(_digest(key, "torch", *parts)[:8], "little") >> 1
+    return int.from_bytes(_digest(genesis_hash, "torch", *parts)[:8], "little") >> 1

@@ -24,60 +24,14 @@ from typing import Any, Generator
 import numpy as np
 import torch
 
-from peer.engine import estimators
-
-from peer.engine import randomness
-from peer.engine.aggregators import make_aggregator
+from peer.engine import estimators, randomness
+from peer.engine.aggregators import make_aggregator, uses_bucketing
 from peer.engine.agreement import make_agreement
 from peer.engine.config import RunConfig
-from peer.engine.exchange import Broadcast, Phase, Received, RoundKey
+from peer.engine.exchange import Broadcast, Received
 from peer.engine.policy import build_policy, get_flat, set_flat
 from peer.engine.sampling import ActionFn, Sampler
-
-SERVER_ID = 0  # ByzPG's trusted server
-
-
-def is_large_batch(cfg: RunConfig, key: bytes, t: int) -> bool:
-    """x_t: the common coin (x_0 = 1).  Every peer, honest or not, can compute it."""
-    return randomness.common_coin(key, t, cfg.estimator.switch_prob)
-
-
-def batch_size(cfg: RunConfig, key: bytes, t: int) -> int:
-    """Trajectories peer 0 samples in iteration t (N or B; ByzPG's server likewise)."""
-    return cfg.estimator.large_batch if is_large_batch(cfg, key, t) else cfg.estimator.small_batch
-
-
-def iteration_count(cfg: RunConfig, key: bytes) -> int:
-    """Iterations that fit in the trajectory budget without overshooting it."""
-    used, t = 0, 0
-    while used + batch_size(cfg, key, t) <= cfg.trajectories_per_agent:
-        used += batch_size(cfg, key, t)
-        t += 1
-    return t
-
-
-def round_keys(cfg: RunConfig, key: bytes, t: int) -> list[RoundKey]:
-    """The rounds of iteration t, in the order `PeerStateMachine.iteration` yields them.
-
-    Byzantine daemons, which do not run the learning program, use this to know which
-    rounds exist; a test checks it against the program itself.
-    """
-    exchanges = is_large_batch(cfg, key, t) or (cfg.aggregation.every_iteration and cfg.algorithm != "byzpg")
-    keys = [RoundKey(t, Phase.GRADIENT)] if exchanges else []
-    if cfg.algorithm == "byzpg":
-        keys.append(RoundKey(t, Phase.MODEL))
-    elif cfg.agreement.rule != "none":
-        keys += [RoundKey(t, Phase.AGREEMENT, r) for r in range(cfg.agreement.rounds)]
-    return keys
-
-
-def phases_used(cfg: RunConfig) -> set[Phase]:
-    """The phases a run's messages may carry (anything else is rejected on the wire)."""
-    if cfg.algorithm == "byzpg":
-        return {Phase.GRADIENT, Phase.MODEL}
-    if cfg.agreement.rule != "none" and cfg.agreement.rounds > 0:
-        return {Phase.GRADIENT, Phase.AGREEMENT}
-    return {Phase.GRADIENT}
+from peer.engine.schedule import SERVER_ID, Phase, Schedule
 
 
 @dataclass
@@ -92,31 +46,32 @@ class IterationReport:
     mean_return: float = float("nan")
     gradient_received: int = 0
     diameters: list[float] = field(default_factory=list)
-    agreement_kept_own: int = 0
+    agreement_fallbacks: int = 0  # agreement rounds with fewer than q vectors: own vector kept
     compute_seconds: float = 0.0
 
 
 class PeerStateMachine:
     """The learning state of one peer and the program that advances it by one iteration."""
 
-    def __init__(self, cfg: RunConfig, peer_id: int, key: bytes, behaviour: ActionFn | None = None,
+    def __init__(self, cfg: RunConfig, peer_id: int, genesis_hash: bytes, behaviour: ActionFn | None = None,
                  sampler: Sampler | None = None) -> None:
         if not 0 <= peer_id < cfg.num_peers:
             raise ValueError(f"peer id {peer_id} outside 0..{cfg.num_peers - 1}")
         torch.set_num_threads(1)  # tiny MLPs: threads only add contention between peers
         self.cfg = cfg
         self.peer_id = peer_id
-        self.key = key
+        self.genesis_hash = genesis_hash
+        self.schedule = Schedule.of(cfg, genesis_hash)
         self.sampler = sampler or Sampler(cfg.env, cfg.estimator.horizon)
-        init_seed = randomness.torch_seed(key, "theta0")
+        init_seed = randomness.torch_seed(genesis_hash, "theta0")
         self.policy = build_policy(cfg.policy, self.sampler.observation_space, self.sampler.action_space, init_seed)
         # The previous iterate lives in a second module so the correction can differentiate at it.
         self.prev_policy = build_policy(cfg.policy, self.sampler.observation_space,
                                         self.sampler.action_space, init_seed)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.optimizer.step_size)
         self.behaviour: ActionFn = behaviour or self.policy.act
-        bucket = {"bucket_size": cfg.aggregation.bucket_size} if cfg.aggregation.rule.startswith("bucketing+") else {}
-        self.aggregator = make_aggregator(cfg.aggregation.rule, cfg.num_byzantine, **bucket)
+        bucketing = {"bucket_size": cfg.aggregation.bucket_size} if uses_bucketing(cfg.aggregation.rule) else {}
+        self.aggregator = make_aggregator(cfg.aggregation.rule, cfg.num_byzantine, **bucketing)
         self.agreement = make_agreement(cfg.agreement.rule)
         self.t = 0
         self.prev_theta: torch.Tensor | None = None  # parameters the last batch was sampled at
@@ -125,7 +80,7 @@ class PeerStateMachine:
     # ------------------------------------------------------------------ role helpers
     @property
     def centralized(self) -> bool:
-        return self.cfg.algorithm == "byzpg"
+        return self.schedule.centralized
 
     @property
     def is_server(self) -> bool:
@@ -134,70 +89,74 @@ class PeerStateMachine:
     def theta(self) -> np.ndarray:
         return get_flat(self.policy).numpy()
 
-    def coin(self, t: int) -> bool:
-        return is_large_batch(self.cfg, self.key, t)
 
     # ------------------------------------------------------------------ the program
     def iteration(self) -> Generator[Broadcast, Received, IterationReport]:
-        """Advance by one iteration; yields Broadcasts, returns this peer's report."""
+        """Advance by one iteration; yields a Broadcast per round of `schedule.rounds(t)`, returns a report."""
         t = self.t
-        large = self.coin(t)
+        large = self.schedule.is_large_batch(t)
         if not large and self.v is None:
             raise RuntimeError(f"iteration {t} is a small-batch step but no v_(t-1) exists (missing checkpoint?)")
         report = IterationReport(self.peer_id, t, large)
         started = time.perf_counter()
         theta_t = get_flat(self.policy)
-
-        if large:
-            batch = self._sample(self.cfg.estimator.large_batch, t, report)
-            g = estimators.gpomdp(self.policy, batch, self.cfg.estimator)
-            report.compute_seconds += time.perf_counter() - started
-            received = yield Broadcast(RoundKey(t, Phase.GRADIENT), g.numpy().astype(np.float32))
-            started = time.perf_counter()
-            if not self.centralized or self.is_server:
-                v = self._aggregate(g.numpy(), received, t, report)
-            else:
-                v = g  # a worker's own estimate; replaced by the server's model below
-        elif not self.centralized or self.is_server:
-            batch = self._sample(self.cfg.estimator.small_batch, t, report)
-            set_flat(self.prev_policy, self.prev_theta)
-            v = self.v + estimators.page_correction(self.policy, self.prev_policy, batch, self.cfg.estimator)
-            if self.cfg.aggregation.every_iteration and not self.centralized:
+        v = self._local_estimate(t, large, report)
+        stepped = False
+        y = None  # the agreement iterate
+        for round_key in self.schedule.rounds(t):
+            if round_key.phase == Phase.GRADIENT:
                 report.compute_seconds += time.perf_counter() - started
-                received = yield Broadcast(RoundKey(t, Phase.GRADIENT), v.numpy().astype(np.float32))
+                received = yield Broadcast(round_key, v.numpy().astype(np.float32))
                 started = time.perf_counter()
-                v = self._aggregate(v.numpy(), received, t, report)
-        else:
-            v = self.v  # ByzPG workers idle in small-batch iterations
-
-        self.prev_theta = theta_t
-        self.v = v
-        self._ascent_step(v)
-        report.compute_seconds += time.perf_counter() - started
-
-        if self.centralized:
-            own = self.theta() if self.is_server else None
-            received = yield Broadcast(RoundKey(t, Phase.MODEL), own)
-            if not self.is_server and SERVER_ID in received:
-                set_flat(self.policy, received[SERVER_ID])
-        elif self.cfg.agreement.rule != "none" and self.cfg.agreement.rounds > 0:
-            y = self.theta()
-            q = self.cfg.num_peers - self.cfg.num_byzantine
-            for r in range(self.cfg.agreement.rounds):
-                received = yield Broadcast(RoundKey(t, Phase.AGREEMENT, r), y.astype(np.float32))
+                if not self.centralized or self.is_server:
+                    v = self._aggregate(v.numpy(), received, t, report)
+                # a ByzPG worker keeps its own estimate; the server's model replaces the result
+                continue
+            if not stepped:
+                self._commit_step(theta_t, v)
+                stepped = True
+                report.compute_seconds += time.perf_counter() - started
+            if round_key.phase == Phase.MODEL:
+                received = yield Broadcast(round_key, self.theta() if self.is_server else None)
+                if not self.is_server and SERVER_ID in received:
+                    set_flat(self.policy, received[SERVER_ID])
+            else:  # AGREEMENT round r
+                y = self.theta() if y is None else y
+                received = yield Broadcast(round_key, y.astype(np.float32))
                 started = time.perf_counter()
-                result = self.agreement(y, self._with_own(y, received), q)
+                result = self.agreement(y, self._with_own(y, received), self.schedule.quorum(round_key))
                 y = result.vector.astype(np.float32)
                 report.diameters.append(float(result.diameter))
-                report.agreement_kept_own += int(not result.kept)
+                report.agreement_fallbacks += int(result.fell_back)
                 report.compute_seconds += time.perf_counter() - started
+        if not stepped:
+            self._commit_step(theta_t, v)
+            report.compute_seconds += time.perf_counter() - started
+        if y is not None:
             set_flat(self.policy, y)
         self.t = t + 1
         return report
 
+    def _local_estimate(self, t: int, large: bool, report: IterationReport) -> torch.Tensor:
+        """v_t before any exchange: GPOMDP on N trajectories, or v_{t-1} + the PAGE correction on B."""
+        if large:
+            batch = self._sample(self.cfg.estimator.large_batch, t, report)
+            return estimators.gpomdp(self.policy, batch, self.cfg.estimator)
+        if self.centralized and not self.is_server:
+            return self.v  # ByzPG workers idle in small-batch iterations
+        batch = self._sample(self.cfg.estimator.small_batch, t, report)
+        set_flat(self.prev_policy, self.prev_theta)
+        return self.v + estimators.page_correction(self.policy, self.prev_policy, batch, self.cfg.estimator)
+
+    def _commit_step(self, theta_t: torch.Tensor, v: torch.Tensor) -> None:
+        """Remember where this iteration sampled and its v_t, and take the Adam step along v_t."""
+        self.prev_theta = theta_t
+        self.v = v
+        self._ascent_step(v)
+
     # ------------------------------------------------------------------ internals
     def _sample(self, n: int, t: int, report: IterationReport) -> Any:
-        rng = randomness.stream(self.key, "sample", self.peer_id, t)
+        rng = randomness.stream(self.genesis_hash, "sample", self.peer_id, t)
         batch = self.sampler.sample(n, self.behaviour, rng)
         report.trajectories = n
         report.env_steps = batch.env_steps
@@ -207,7 +166,7 @@ class PeerStateMachine:
     def _aggregate(self, own: np.ndarray, received: Received, t: int, report: IterationReport) -> torch.Tensor:
         vectors = self._with_own(own, received)
         report.gradient_received = len(vectors)
-        rng = randomness.stream(self.key, "aggregate", self.peer_id, t)
+        rng = randomness.stream(self.genesis_hash, "aggregate", self.peer_id, t)
         return torch.from_numpy(self.aggregator(vectors, rng).astype(np.float32))
 
     def _with_own(self, own: np.ndarray, received: Received) -> np.ndarray:

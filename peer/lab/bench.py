@@ -7,6 +7,7 @@ a shared 2-core machine.  Each figure says what it times.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import statistics
 import time
@@ -18,13 +19,20 @@ import torch
 
 from peer.engine import randomness
 from peer.engine.aggregators import make_aggregator
-from peer.engine.agreement import benchmark_mda, make_agreement
+from peer.engine.agreement import MDA, make_agreement
 from peer.engine.config import PolicyConfig
-from peer.lab.configure import MAIN_JOB_ATTACK, MAIN_JOB_BYZANTINE, MAIN_JOB_PEERS, resolve_config
-from peer.lab.experiment import run_experiment
+from peer.engine.mda import MDATimeout
 from peer.engine.policy import build_policy
-from peer.net.files import atomic_write
 from peer.engine.sampling import Sampler
+from peer.engine.vectors import diameter, pairwise_distances
+from peer.lab.configure import (
+    MAIN_JOB_ATTACK,
+    MAIN_JOB_BYZANTINE,
+    MAIN_JOB_PEERS,
+    resolve_config,
+)
+from peer.lab.experiment import run_experiment
+from peer.net.files import atomic_write
 
 
 def env_steps_per_second(env_id: str, hidden: tuple[int, ...], activation: str, n: int, batches: int) -> dict:
@@ -131,3 +139,93 @@ def run_benchmarks(trajectories: int, quick: bool = False, mda: bool = True,
         console.print(table)
     console.print(f"saved {out}")
     return report
+
+
+def _bench_inputs(case: str, k: int, f: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """Benchmark inputs: K rows, the honest ones clustered, the f Byzantine ones adversarial."""
+    if case == "iid":
+        return rng.standard_normal((k, d))
+    honest = rng.standard_normal(d) + 0.1 * rng.standard_normal((k - f, d))
+    centre = honest.mean(axis=0)
+    h_diam = diameter(pairwise_distances(honest))
+    u = rng.standard_normal(d)
+    u /= np.linalg.norm(u)
+    # Place the Byzantine cluster on the ray centre + r u so that its farthest honest vector
+    # is at 0.99 of the honest diameter: every Byzantine vector is then compatible with the
+    # whole honest set at the optimal threshold and with many mixed subsets slightly above it.
+    target = 0.99 * h_diam
+    lo, hi = 0.0, 2.0 * h_diam
+    for _ in range(60):
+        r = 0.5 * (lo + hi)
+        far = float(np.sqrt(np.sum((honest - (centre + r * u)) ** 2, axis=1)).max())
+        lo, hi = (r, hi) if far < target else (lo, r)
+    byz = centre + lo * u + 1e-3 * h_diam * rng.standard_normal((f, d)) / math.sqrt(d)
+    x = np.concatenate([honest, byz])
+    return x[rng.permutation(k)]
+
+
+def benchmark_mda(
+    ks: tuple[int, ...] = (13, 25, 31, 64),
+    d: int = 386,
+    repeats: int = 5,
+    seed: int = 0,
+    time_limit_s: float = 20.0,
+    cases: tuple[str, ...] = ("adversarial", "iid"),
+    verbose: bool = True,
+) -> list[dict[str, Any]]:
+    """Wall time of one exact MDA round (``MDA()(own, received, q)``) for K inputs.
+
+    f = (K - 1) // 4, q = K - f. Cases: "adversarial" -- K - f honest vectors N(0, 1) centre
+    plus N(0, 0.1^2) noise, f Byzantine vectors in a tight cluster just inside the honest
+    diameter in a fixed random direction (the MDA-fooling placement); "iid" -- all K vectors
+    i.i.d. N(0, I), no structure, so the threshold graph near the optimum is random.
+    Each (K, case) gets ``repeats`` fresh inputs; a call that would end after the per-(K,
+    case) budget ``time_limit_s`` is aborted and the row reports ``over_cap=True`` (timings
+    then cover the completed calls only). Rows: K, f, q, case, d, runs, median_s, max_s,
+    over_cap, subsets (= C(K, q), what enumeration would visit).
+
+    `decbyzpg bench` prints the timings and docs/RESULTS.md tabulates them; the search is
+    exponential only in m - q <= f (vertex-cover branching), never in K.
+    """
+    rows: list[dict[str, Any]] = []
+    for k in ks:
+        f = (k - 1) // 4
+        q = k - f
+        for case in cases:
+            rng = np.random.default_rng([seed, k, len(case)])
+            times: list[float] = []
+            over = False
+            start = time.perf_counter()
+            for _ in range(repeats):
+                if time.perf_counter() > start + time_limit_s:
+                    over = True
+                    break
+                x = _bench_inputs(case, k, f, d, rng)
+                t0 = time.perf_counter()
+                try:
+                    MDA(deadline=start + time_limit_s)(x[0], x, q)
+                except MDATimeout:
+                    over = True
+                    break
+                times.append(time.perf_counter() - t0)
+            row = {
+                "K": k,
+                "f": f,
+                "q": q,
+                "case": case,
+                "d": d,
+                "runs": len(times),
+                "median_s": statistics.median(times) if times else None,
+                "max_s": max(times) if times else None,
+                "over_cap": over,
+                "subsets": math.comb(k, q),
+            }
+            rows.append(row)
+            if verbose:
+                med = "-" if row["median_s"] is None else f"{row['median_s']:.4f}"
+                mx = "-" if row["max_s"] is None else f"{row['max_s']:.4f}"
+                print(
+                    f"K={k:4d} f={f:3d} q={q:4d} {case:12s} runs={row['runs']} median_s={med} "
+                    f"max_s={mx} over_cap={over} C(K,q)={row['subsets']:.3e}"
+                )
+    return rows

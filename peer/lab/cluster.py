@@ -24,12 +24,12 @@ import tomli_w
 
 from peer.engine.config import RunConfig, build_config
 from peer.engine.errors import ConfigError
+from peer.engine.metrics import IterationMetrics
 from peer.engine.sampling import target_return
 from peer.lab.configure import MAIN_JOB_ATTACK
+from peer.lab.results import ResultsWriter, summarize
 from peer.net.crypto import generate_key
-from peer.lab.inprocess import IterationRow
-from peer.lab.results import ResultsWriter, read_metrics, summarize
-from peer.net.files import atomic_write, toml_safe
+from peer.net.files import atomic_write, read_metrics, toml_safe
 
 
 def roster_addresses(num_peers: int, host: str, base_port: int, compose: bool) -> list[str]:
@@ -98,21 +98,7 @@ def merge_peer_logs(peer_dirs: Mapping[int, Path], cfg: RunConfig, out: Path, wa
     writer = ResultsWriter(out, cfg)
     common = min((len(rows) for rows in logs.values()), default=0)
     for i in range(common):
-        rows = {k: logs[k][i] for k in logs}
-        returns = {k: float(r["return"]) for k, r in rows.items() if r["return"]}
-        lead = rows[min(rows)]
-        writer.add(IterationRow(
-            iteration=int(lead["iteration"]),
-            trajectories_per_agent=int(lead["trajectories_per_agent"]),
-            honest_mean_return=statistics.fmean(returns.values()) if returns else math.nan,
-            peer_returns=returns,
-            honest_diameter=max((float(r["agreement_diameter"] or 0) for r in rows.values()), default=0.0),
-            agreement_kept_own=sum(int(r["agreement_kept_own"]) for r in rows.values()),
-            x_t=int(lead["x_t"]),
-            env_steps=sum(int(r["env_steps"]) for r in rows.values()),
-            seconds=max(float(r["seconds"]) for r in rows.values()),
-            compute_seconds=sum(float(r["compute_seconds"]) for r in rows.values()),
-        ))
+        writer.add(merge_iteration([logs[k][i] for k in sorted(logs)]))
     summary = summarize(cfg, writer.rows, wall_seconds, target_return(cfg.env),
                         interrupted=interrupted)
     summary.update(network_summary(logs))
@@ -122,12 +108,39 @@ def merge_peer_logs(peer_dirs: Mapping[int, Path], cfg: RunConfig, out: Path, wa
     if writer.rows:
         from peer.lab.plots import plot_run
 
-        plot_run(read_metrics(out / "metrics.csv"), cfg.num_peers, out / "returns.png",
+        plot_run(writer.rows, cfg.num_peers, out / "returns.png",
                  f"{cfg.algorithm} over gRPC, K={cfg.num_peers}, seed {cfg.seed}")
     return summary
 
 
-def network_summary(logs: Mapping[int, list[dict[str, str]]]) -> dict[str, Any]:
+def merge_iteration(rows: Sequence[IterationMetrics]) -> IterationMetrics:
+    """One iteration of several honest daemons' files as one record covering all of them.
+
+    The honest diameter stays unknown (NaN): no daemon sees the others' parameters.
+    """
+    lead = rows[0]
+    diameters = [r.agreement_diameter for r in rows if math.isfinite(r.agreement_diameter)]
+    latencies = [r.round_p50_ms for r in rows if math.isfinite(r.round_p50_ms)]
+    maxima = [r.round_max_ms for r in rows if math.isfinite(r.round_max_ms)]
+    return IterationMetrics(
+        iteration=lead.iteration, trajectories_per_agent=lead.trajectories_per_agent, x_t=lead.x_t,
+        peer_returns={k: v for r in rows for k, v in r.peer_returns.items()},
+        agreement_diameter=max(diameters) if diameters else math.nan,
+        agreement_fallbacks=sum(r.agreement_fallbacks for r in rows),
+        gradient_received=min(r.gradient_received for r in rows),
+        env_steps=sum(r.env_steps for r in rows), rounds=lead.rounds,
+        rounds_timed_out=sum(r.rounds_timed_out for r in rows),
+        round_p50_ms=statistics.median(latencies) if latencies else math.nan,
+        round_max_ms=max(maxima) if maxima else math.nan,
+        rejected=sum(r.rejected for r in rows),
+        equivocators=" ".join(sorted({e for r in rows for e in r.equivocators.split()}, key=int)),
+        comm_seconds=max(r.comm_seconds for r in rows), crypto_seconds=sum(r.crypto_seconds for r in rows),
+        compute_seconds=sum(r.compute_seconds for r in rows), seconds=max(r.seconds for r in rows),
+        elapsed_seconds=max(r.elapsed_seconds for r in rows),
+    )
+
+
+def network_summary(logs: Mapping[int, list[IterationMetrics]]) -> dict[str, Any]:
     """Agreement-round latency percentiles and where the honest peers' time went.
 
     Agreement rounds follow each other with almost no computation in between, so their
@@ -139,7 +152,7 @@ def network_summary(logs: Mapping[int, list[dict[str, str]]]) -> dict[str, Any]:
     agreement, gradient_waits, crypto, total, rounds, timed_out = [], 0.0, 0.0, 0.0, 0, 0
     for rows in logs.values():
         for r in rows:
-            for item in r.get("round_ms", "").split():
+            for item in r.round_ms.split():
                 kind, value = item.split(":")
                 ms = float(value)
                 rounds += 1
@@ -147,9 +160,9 @@ def network_summary(logs: Mapping[int, list[dict[str, str]]]) -> dict[str, Any]:
                     agreement.append(ms)
                 else:
                     gradient_waits += ms / 1e3
-            crypto += float(r["crypto_seconds"])
-            total += float(r["seconds"])
-            timed_out += int(r["rounds_timed_out"])
+            crypto += r.crypto_seconds
+            total += r.seconds
+            timed_out += r.rounds_timed_out
     agreement.sort()
 
     def pct(p: float) -> float | None:
@@ -229,7 +242,7 @@ class Cluster:
             if path.exists():
                 try:
                     logs[k] = read_metrics(path)
-                except (OSError, csv.Error):
+                except (OSError, csv.Error, KeyError, ValueError):  # a file from before a restart's rewrite
                     continue
         alive = [k for k in self.honest_ids() if self.procs.get(k) and self.procs[k].poll() is None]
         counted = [k for k in alive if k in logs] or list(logs)
@@ -237,11 +250,9 @@ class Cluster:
             return {"iteration": -1, "trajectories": 0, "return": math.nan, "latency_ms": math.nan}
         i = min(len(logs[k]) for k in counted) - 1
         rows = [logs[k][i] for k in counted]
-        returns = [float(r["return"]) for r in rows if r["return"]]
-        latency = [float(r["round_p50_ms"]) for r in rows if r["round_p50_ms"]]
-        return {"iteration": int(rows[0]["iteration"]), "trajectories": int(rows[0]["trajectories_per_agent"]),
-                "return": statistics.fmean(returns) if returns else math.nan,
-                "latency_ms": statistics.median(latency) if latency else math.nan}
+        merged = merge_iteration(rows)
+        return {"iteration": merged.iteration, "trajectories": merged.trajectories_per_agent,
+                "return": merged.honest_mean_return, "latency_ms": merged.round_p50_ms}
 
     def running(self) -> list[int]:
         return [k for k, p in self.procs.items() if p.poll() is None]

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from peer.engine.config import RunConfig
+from peer.engine.metrics import IterationMetrics
 from peer.engine.sampling import target_return
-from peer.lab.inprocess import InProcessRun, IterationRow
+from peer.lab.inprocess import InProcessRun
 from peer.lab.plots import plot_run
-from peer.lab.results import ResultsWriter, read_metrics, summarize
+from peer.lab.results import ResultsWriter, summarize
 
-ProgressFn = Callable[[IterationRow], None]
+ProgressFn = Callable[[IterationMetrics], None]
 
 
 def describe(cfg: RunConfig) -> str:
@@ -40,7 +41,7 @@ def run_experiment(cfg: RunConfig, out_dir: Path, progress: ProgressFn | None = 
                             interrupted=interrupted)
         writer.finish(summary)
         if plot and writer.rows:
-            plot_run(read_metrics(out_dir / "metrics.csv"), cfg.num_peers, out_dir / "returns.png",
+            plot_run(writer.rows, cfg.num_peers, out_dir / "returns.png",
                      describe(cfg))
     if interrupted:
         raise KeyboardInterrupt

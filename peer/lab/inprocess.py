@@ -10,38 +10,22 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 
 from adversary.coalition import Coalition
-from peer.engine.agreement import pairwise_distances
 from peer.engine.config import RunConfig
 from peer.engine.exchange import Broadcast
-from peer.engine.state_machine import IterationReport, PeerStateMachine, batch_size
-
-
-@dataclass
-class IterationRow:
-    """One line of metrics.csv: the honest peers' view of one iteration."""
-
-    iteration: int
-    trajectories_per_agent: int
-    honest_mean_return: float
-    peer_returns: dict[int, float]
-    honest_diameter: float
-    agreement_kept_own: int
-    x_t: int
-    env_steps: int
-    seconds: float
-    compute_seconds: float
-    reports: list[IterationReport] = field(repr=False, default_factory=list)
+from peer.engine.metrics import IterationMetrics
+from peer.engine.schedule import Schedule
+from peer.engine.state_machine import IterationReport, PeerStateMachine
+from peer.engine.vectors import diameter, pairwise_distances
 
 
 def honest_diameter(vectors: list[np.ndarray]) -> float:
     """Largest distance between two honest peers' parameters (0 for one peer)."""
-    return float(pairwise_distances(np.stack(vectors)).max())
+    return diameter(pairwise_distances(np.stack(vectors)))
 
 
 class InProcessRun:
@@ -49,15 +33,16 @@ class InProcessRun:
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
-        self.key = cfg.genesis_hash()
+        self.genesis_hash = cfg.genesis_hash()
+        self.schedule = Schedule.of(cfg, self.genesis_hash)
         self.honest_ids = tuple(range(cfg.num_honest))
-        self.peers = {k: PeerStateMachine(cfg, k, self.key) for k in self.honest_ids}
-        self.coalition = Coalition(cfg, self.key)
+        self.peers = {k: PeerStateMachine(cfg, k, self.genesis_hash) for k in self.honest_ids}
+        self.coalition = Coalition(cfg, self.genesis_hash)
         self.trajectories = 0
         self.env_steps = 0
 
     def next_batch_size(self) -> int:
-        return batch_size(self.cfg, self.key, self.peers[self.honest_ids[0]].t)
+        return self.schedule.batch_size(self.peers[self.honest_ids[0]].t)
 
     def step(self) -> list[IterationReport]:
         """One iteration at every peer: run the programs round by round until all return."""
@@ -71,12 +56,12 @@ class InProcessRun:
                 reports[k] = done.value
         self.coalition.begin_iteration()
         while pending:
-            keys = {out.key for out in pending.values()}
-            if len(keys) != 1:
-                raise RuntimeError(f"honest peers disagree on the round: {sorted(keys)}")
-            key = keys.pop()
+            round_keys = {out.round_key for out in pending.values()}
+            if len(round_keys) != 1:
+                raise RuntimeError(f"honest peers disagree on the round: {sorted(round_keys)}")
+            round_key = round_keys.pop()
             honest = {k: out.vector for k, out in pending.items() if out.vector is not None}
-            messages = self.coalition.round(key, honest, sorted(pending))
+            messages = self.coalition.round(round_key, honest, sorted(pending))
             for k in list(pending):
                 received = {j: v for j, v in honest.items() if j != k}
                 for byzantine, addressed in messages.items():
@@ -91,27 +76,31 @@ class InProcessRun:
         self.coalition.end_iteration()
         return [reports[k] for k in sorted(reports)]
 
-    def iterate(self, budget: int, clock: Callable[[], float] = time.perf_counter) -> Iterator[IterationRow]:
-        """Yield one row per iteration until the next would exceed `budget` trajectories per agent."""
+    def iterate(self, budget: int, clock: Callable[[], float] = time.perf_counter) -> Iterator[IterationMetrics]:
+        """Yield one metrics record per iteration until the next would exceed `budget` trajectories per agent."""
         started = clock()
         while self.trajectories + self.next_batch_size() <= budget:  # never overshoot the budget
+            began = clock()
             reports = self.step()
             lead = reports[0]  # peer 0: every peer's count in Dec*, the server's in ByzPG
             self.trajectories += lead.trajectories
             self.env_steps += sum(r.env_steps for r in reports)
-            returns = {r.peer_id: r.mean_return for r in reports if r.trajectories > 0}
-            yield IterationRow(
+            last_diameters = [r.diameters[-1] for r in reports if r.diameters]
+            now = clock()
+            yield IterationMetrics(
                 iteration=lead.iteration,
                 trajectories_per_agent=self.trajectories,
-                honest_mean_return=float(np.mean(list(returns.values()))) if returns else math.nan,
-                peer_returns=returns,
-                honest_diameter=honest_diameter([p.theta() for p in self.peers.values()]),
-                agreement_kept_own=sum(r.agreement_kept_own for r in reports),
                 x_t=int(lead.large_batch),
+                peer_returns={r.peer_id: r.mean_return for r in reports if r.trajectories > 0},
+                honest_diameter=honest_diameter([p.theta() for p in self.peers.values()]),
+                agreement_diameter=max(last_diameters) if last_diameters else math.nan,
+                agreement_fallbacks=sum(r.agreement_fallbacks for r in reports),
+                gradient_received=min(r.gradient_received for r in reports),
                 env_steps=self.env_steps,
-                seconds=clock() - started,
+                rounds=len(self.schedule.rounds(lead.iteration)),
                 compute_seconds=sum(r.compute_seconds for r in reports),
-                reports=reports,
+                seconds=now - began,
+                elapsed_seconds=now - started,
             )
 
     def close(self) -> None:

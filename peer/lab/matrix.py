@@ -26,11 +26,11 @@ from tqdm import tqdm
 
 from adversary.attacks import make_attack
 from adversary.misbehaviour import Misbehaviour
-from peer.lab.cluster import Cluster, cluster_config, init_run, run_document
+from peer.engine import ENGINE_REVISION
 from peer.engine.config import ConfigError, RunConfig, deep_merge, parse_override
-from peer.lab.results import read_metrics
-from peer.net.files import atomic_write, toml_safe
+from peer.lab.cluster import Cluster, cluster_config, init_run, run_document
 from peer.lab.sweep import markdown_table
+from peer.net.files import atomic_write, read_metrics, toml_safe
 
 # every attack at its default (literature) strength, then the two whose default is too
 # gentle to move a plain mean under Adam at K = 13, f = 3, at a strength that does
@@ -87,12 +87,12 @@ def parse_attack(text: str) -> AttackSpec:
     return AttackSpec(name, params)
 
 
-def _cell_config(base: dict[str, Any], algorithm: str, seed: int, peers: int, byzantine: int) -> RunConfig:
+def cell_config(base: dict[str, Any], algorithm: str, seed: int, peers: int, byzantine: int) -> RunConfig:
     return cluster_config(peers, byzantine, {**base, "algorithm": algorithm, "seed": seed,
                                              "allow_beyond_tolerance": True})
 
 
-def _byzantine_ids(attack: AttackSpec, peers: int, byzantine: int) -> list[int]:
+def cell_byzantine_ids(attack: AttackSpec, peers: int, byzantine: int) -> list[int]:
     # "none": the reference row, every peer honest (the bound f stays, so DecByzPG's q is unchanged)
     return [] if attack.name == "none" else list(range(peers - byzantine, peers))
 
@@ -123,14 +123,17 @@ def finished_row(directory: Path, expected: dict[str, Any]) -> dict[str, Any] | 
     # keys an older run file lacks count as today's defaults, as `peer.lab.sweep` reads configs
     defaults = tomllib.loads(tomli_w.dumps(toml_safe(run_document(RunConfig(), network=NETWORK))))
     recorded = deep_merge({k: v for k, v in defaults.items() if isinstance(v, dict)}, recorded)
-    return json.loads(row_path.read_text()) if recorded == expected else None
+    row = json.loads(row_path.read_text())
+    if row.get("engine_revision") != ENGINE_REVISION:
+        return None
+    return row if recorded == expected else None
 
 
 def run_cell(directory: Path, base: dict[str, Any], algorithm: str, attack: AttackSpec, seed: int, peers: int,
              byzantine: int, misbehaviour: Sequence[str], base_port: int, timeout: float) -> dict[str, Any]:
     """One multi-process run; returns its matrix row (and leaves its results in `directory`)."""
-    cfg = _cell_config(base, algorithm, seed, peers, byzantine)
-    ids = _byzantine_ids(attack, peers, byzantine)
+    cfg = cell_config(base, algorithm, seed, peers, byzantine)
+    ids = cell_byzantine_ids(attack, peers, byzantine)
     # A cell is redone from scratch: an interrupted or stale attempt's checkpoints belong
     # to another roster, and the daemons rightly refuse to resume from them.
     if directory.exists():
@@ -168,7 +171,7 @@ def row_from(directory: Path, cluster: Cluster, summary: dict[str, Any], algorit
             equivocators.update(data["equivocators"])
         metrics = cluster.peer_dir(k) / "metrics.csv"
         rows = read_metrics(metrics) if metrics.exists() else []
-        if not rows or any(int(r["rounds_timed_out"]) for r in rows):
+        if not rows or any(r.rounds_timed_out for r in rows):
             stalled = True
     crashed = sorted(k for k, code in cluster.failed().items() if k in cluster.honest_ids() and code != 130)
     row = {
@@ -179,6 +182,7 @@ def row_from(directory: Path, cluster: Cluster, summary: dict[str, Any], algorit
         "rejected": dict(sorted(rejected.items())), "equivocators": sorted(equivocators),
         "crashed": crashed, "stalled": stalled, "wall_seconds": summary.get("wall_seconds"),
         "round_latency_ms_p50": summary.get("round_latency_ms_p50"),
+        "engine_revision": ENGINE_REVISION,
     }
     atomic_write(directory / "matrix_row.json", json.dumps(row, indent=2) + "\n")
     return row
@@ -191,7 +195,7 @@ def run_matrix(out: Path, base: dict[str, Any], attacks: Sequence[str], algorith
     specs = [parse_attack(a) for a in attacks]
     cells = [(a, alg, s) for a in specs for alg in algorithms for s in seeds]
     for attack, algorithm, seed in cells:  # every configuration error before the first minute-long run
-        _cell_config(base, algorithm, seed, peers, byzantine)
+        cell_config(base, algorithm, seed, peers, byzantine)
     try:  # what the Byzantine daemons would refuse at start, refused here instead
         Misbehaviour.from_table(_misbehaviour_table(misbehaviour))
     except ValueError as err:
@@ -200,8 +204,8 @@ def run_matrix(out: Path, base: dict[str, Any], attacks: Sequence[str], algorith
     with tqdm(total=len(cells), desc="matrix", unit="run", dynamic_ncols=True) as bar:
         for attack, algorithm, seed in cells:
             directory = out / "runs" / f"{algorithm}-{attack.slug}-s{seed}"
-            cfg = _cell_config(base, algorithm, seed, peers, byzantine)
-            expected = expected_document(cfg, attack, _byzantine_ids(attack, peers, byzantine), misbehaviour)
+            cfg = cell_config(base, algorithm, seed, peers, byzantine)
+            expected = expected_document(cfg, attack, cell_byzantine_ids(attack, peers, byzantine), misbehaviour)
             row = finished_row(directory, expected)
             if row is None:
                 row = run_cell(directory, base, algorithm, attack, seed, peers, byzantine, misbehaviour,

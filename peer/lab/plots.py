@@ -18,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from peer.engine.metrics import IterationMetrics  # noqa: E402
+
 Curve = tuple[np.ndarray, np.ndarray]  # (trajectories per agent, honest mean return)
 
 
@@ -87,15 +89,15 @@ def plot_panels(panels: Mapping[str, Mapping[str, Sequence[Curve]]], path: Path,
     tmp.replace(path)
 
 
-def plot_run(rows: Sequence[Mapping[str, str]], num_peers: int, path: Path, title: str) -> None:
+def plot_run(rows: Sequence[IterationMetrics], num_peers: int, path: Path, title: str) -> None:
     """A single run: every honest peer's return, faint, and their mean."""
-    x = np.array([float(r["trajectories_per_agent"]) for r in rows])
+    x = np.array([float(r.trajectories_per_agent) for r in rows])
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for k in range(num_peers):
-        y = np.array([float(r[f"return_{k}"]) if r.get(f"return_{k}") else math.nan for r in rows])
+        y = np.array([r.peer_returns.get(k, math.nan) for r in rows])
         if np.isfinite(y).any():
             ax.plot(x, y, color="tab:blue", alpha=0.15, lw=0.8)
-    mean = np.array([float(r["honest_mean_return"]) for r in rows])
+    mean = np.array([r.honest_mean_return for r in rows])
     ax.plot(x, mean, color="tab:red", lw=1.4, label="honest mean")
     ax.plot(x, smooth(mean), color="black", lw=1.0, ls="--", label="10-iteration mean")
     ax.set_xlabel("trajectories per agent")

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 from peer.engine.errors import RunStateError
 from peer.lab.matrix import summarize_rows
-from peer.net.files import atomic_write
 from peer.lab.sweep import markdown_table
+from peer.net.files import atomic_write
 
 GOAL_TRAJECTORIES = 2500
 GOAL_TAIL_RETURN = 450.0
@@ -32,7 +32,7 @@ def _budget(sweep: Path) -> int | None:
     return min(counts) if counts else None
 
 
-def _checks(rows: list[dict[str, Any]], budget: int | None = None) -> list[str]:
+def goal_checks(rows: list[dict[str, Any]], budget: int | None = None) -> list[str]:
     """The claims the issue asks the attack figure to support, evaluated on the data.
 
     The goal (475 within GOAL_TRAJECTORIES, then held over the last 1,000) is judged only
@@ -107,7 +107,7 @@ def _cluster_section(paths: Sequence[Path], bench: dict[str, Any] | None) -> lis
     return out
 
 
-def _matrix_section(matrix: Path, figures: Path) -> list[str]:
+def matrix_section(matrix: Path, figures: Path) -> list[str]:
     out = ["## Resilience over the wire (`decbyzpg matrix`)", "", f"Source: `{matrix}`", ""]
     png = matrix / "matrix.png"
     if png.exists():
@@ -169,7 +169,7 @@ def write_report(sweeps: Sequence[Path], out: Path, bench: str | None = None,
             target = figures / f"{sweep.name}-{png.name}"
             shutil.copyfile(png, target)
             lines += [f"![{title}](figures/{target.name})", ""]
-        checks = _checks(rows, _budget(sweep))
+        checks = goal_checks(rows, _budget(sweep))
         if checks:
             lines += ["Checks computed from the runs:", "", *checks, ""]
         lines += [markdown_table(rows), ""]
@@ -179,5 +179,5 @@ def write_report(sweeps: Sequence[Path], out: Path, bench: str | None = None,
     if clusters:
         lines += _cluster_section([Path(c) for c in clusters], bench_data)
     if matrix is not None:
-        lines += _matrix_section(Path(matrix), figures)
+        lines += matrix_section(Path(matrix), figures)
     atomic_write(out, "\n".join(lines) + "\n")

@@ -7,8 +7,6 @@ missing.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -16,9 +14,10 @@ from typing import Any, Sequence
 
 import tomli_w
 
+from peer.engine import ENGINE_REVISION
 from peer.engine.config import RunConfig
-from peer.net.files import atomic_write, toml_safe
-from peer.lab.inprocess import IterationRow
+from peer.engine.metrics import IterationMetrics
+from peer.net.files import MetricsFile, atomic_write, toml_safe
 
 WINDOW = 10  # iterations in the moving mean used for the summary thresholds
 
@@ -35,7 +34,7 @@ def moving_mean(values: Sequence[float], window: int = WINDOW) -> list[float]:
     return out
 
 
-def first_reaching(rows: Sequence[IterationRow], threshold: float) -> int | None:
+def first_reaching(rows: Sequence[IterationMetrics], threshold: float) -> int | None:
     """Trajectories per agent when the WINDOW-iteration mean honest return first reaches threshold."""
     smoothed = moving_mean([r.honest_mean_return for r in rows])
     for row, value in zip(rows, smoothed):
@@ -44,7 +43,7 @@ def first_reaching(rows: Sequence[IterationRow], threshold: float) -> int | None
     return None
 
 
-def summarize(cfg: RunConfig, rows: Sequence[IterationRow], wall_seconds: float,
+def summarize(cfg: RunConfig, rows: Sequence[IterationMetrics], wall_seconds: float,
               target: float | None, interrupted: bool = False) -> dict[str, Any]:
     returns = [r.honest_mean_return for r in rows if math.isfinite(r.honest_mean_return)]
     last = returns[-WINDOW:]
@@ -53,6 +52,7 @@ def summarize(cfg: RunConfig, rows: Sequence[IterationRow], wall_seconds: float,
             if r.trajectories_per_agent > final_traj - 1000 and math.isfinite(r.honest_mean_return)]
     compute = sum(r.compute_seconds for r in rows)
     return {
+        "engine_revision": ENGINE_REVISION,
         "env": cfg.env,
         "algorithm": cfg.algorithm,
         "num_peers": cfg.num_peers,
@@ -67,7 +67,8 @@ def summarize(cfg: RunConfig, rows: Sequence[IterationRow], wall_seconds: float,
         "trajectories_to_475": first_reaching(rows, 475.0),
         "target_return": target,
         "trajectories_to_target": first_reaching(rows, target) if target is not None else None,
-        "final_honest_diameter": rows[-1].honest_diameter if rows else None,
+        "final_honest_diameter": _clean(rows[-1].honest_diameter) if rows else None,
+        "final_agreement_diameter": _clean(rows[-1].agreement_diameter) if rows else None,
         "env_steps": rows[-1].env_steps if rows else 0,
         "wall_seconds": wall_seconds,
         "compute_seconds": compute,
@@ -81,33 +82,17 @@ class ResultsWriter:
     def __init__(self, directory: Path, cfg: RunConfig) -> None:
         self.dir = Path(directory)
         self.cfg = cfg
-        self.rows: list[IterationRow] = []
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.dir / "config.toml", tomli_w.dumps(toml_safe(cfg.to_dict())))
+        (self.dir / "metrics.csv").unlink(missing_ok=True)  # a rerun into the same directory starts afresh
+        self.metrics = MetricsFile(self.dir / "metrics.csv", cfg.num_peers)
 
     @property
-    def columns(self) -> list[str]:
-        return (["iteration", "trajectories_per_agent", "honest_mean_return"]
-                + [f"return_{k}" for k in range(self.cfg.num_peers)]
-                + ["honest_diameter", "agreement_kept_own", "x_t", "env_steps", "seconds"])
+    def rows(self) -> list[IterationMetrics]:
+        return self.metrics.rows
 
-    def add(self, row: IterationRow) -> None:
-        self.rows.append(row)
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(self.columns)
-        for r in self.rows:
-            writer.writerow(
-                [r.iteration, r.trajectories_per_agent, f"{r.honest_mean_return:.4f}"]
-                + [f"{r.peer_returns[k]:.4f}" if k in r.peer_returns else "" for k in range(self.cfg.num_peers)]
-                + [f"{r.honest_diameter:.6g}", r.agreement_kept_own, r.x_t, r.env_steps, f"{r.seconds:.3f}"]
-            )
-        atomic_write(self.dir / "metrics.csv", buffer.getvalue(), durable=False)
+    def add(self, row: IterationMetrics) -> None:
+        self.metrics.add(row)
 
     def finish(self, summary: dict[str, Any]) -> None:
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-
-
-def read_metrics(path: Path) -> list[dict[str, str]]:
-    with Path(path).open(newline="") as handle:
-        return list(csv.DictReader(handle))

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import statistics
+import tomllib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +23,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-import tomllib
-
-from peer.engine.errors import ConfigError
+from peer.engine import ENGINE_REVISION
 from peer.engine.config import RunConfig, deep_merge
+from peer.engine.errors import ConfigError
 from peer.lab.configure import resolve_config
-from peer.lab.results import read_metrics
-from peer.net.files import atomic_write
+from peer.net.files import atomic_write, read_metrics
 
 SUMMARY_FIELDS = ("final_honest_return", "last_1000_honest_return", "trajectories_to_475",
                   "trajectories_to_target", "wall_seconds", "env_steps")
@@ -59,7 +58,7 @@ def _run(label: str, panel: str, overrides: Mapping[str, Any], directory: str) -
     return summary
 
 
-def _finished(directory: Path, job: Job) -> dict[str, Any] | None:
+def finished(directory: Path, job: Job) -> dict[str, Any] | None:
     """The summary of a finished run of exactly this configuration, else None.
 
     The configuration the run recorded is compared with what the job resolves to now,
@@ -70,7 +69,7 @@ def _finished(directory: Path, job: Job) -> dict[str, Any] | None:
     if not path.exists():
         return None
     summary = json.loads(path.read_text())
-    if summary.get("interrupted"):
+    if summary.get("interrupted") or summary.get("engine_revision") != ENGINE_REVISION:
         return None
     recorded = deep_merge(RunConfig().to_dict(), tomllib.loads((directory / "config.toml").read_text()))
     expected = json.loads(json.dumps(resolve_config(job.overrides).to_dict()))
@@ -87,7 +86,7 @@ def run_jobs(jobs: Sequence[Job], out: Path, workers: int) -> list[tuple[Job, di
     done: dict[str, dict[str, Any]] = {}
     todo = []
     for slug, job in unique.items():
-        summary = _finished(out / "runs" / slug, job)
+        summary = finished(out / "runs" / slug, job)
         if summary is not None:
             done[slug] = summary
         else:
@@ -109,8 +108,8 @@ def run_jobs(jobs: Sequence[Job], out: Path, workers: int) -> list[tuple[Job, di
 
 def curves(out: Path, job: Job) -> tuple[np.ndarray, np.ndarray]:
     rows = read_metrics(out / "runs" / job.slug / "metrics.csv")
-    return (np.array([float(r["trajectories_per_agent"]) for r in rows]),
-            np.array([float(r["honest_mean_return"]) for r in rows]))
+    return (np.array([float(r.trajectories_per_agent) for r in rows]),
+            np.array([r.honest_mean_return for r in rows]))
 
 
 def _median(values: Iterable[Any]) -> Any:

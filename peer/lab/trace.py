@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from peer.engine.errors import ConfigError
 from peer.engine.config import RunConfig
+from peer.engine.errors import ConfigError
 from peer.lab.inprocess import InProcessRun
 from peer.net.files import atomic_write
 

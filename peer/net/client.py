@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-
 from decbyzpg.v1 import peer_pb2, peer_pb2_grpc
+
 from peer.engine.errors import PeerUnreachableError
 
 

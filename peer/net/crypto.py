@@ -37,7 +37,10 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from peer.engine.errors import KeyFileError
 
@@ -217,9 +220,9 @@ def public_key_to_text(key: Ed25519PublicKey) -> str:
     return PUBLIC_KEY_PREFIX + base64.b64encode(raw).decode("ascii")
 
 
-def public_key_text(private_key: Ed25519PrivateKey) -> str:
+def public_key_text(signing_key: Ed25519PrivateKey) -> str:
     """The public key text belonging to a private key (what the roster must pin)."""
-    return public_key_to_text(private_key.public_key())
+    return public_key_to_text(signing_key.public_key())
 
 
 def public_key_from_text(text: str) -> Ed25519PublicKey:
@@ -257,14 +260,14 @@ def _check_domain(domain: bytes) -> None:
         raise ValueError("signature domain must be bytes ending in a single NUL (b'.../purpose\\0')")
 
 
-def sign(private_key: Ed25519PrivateKey, domain: bytes, body: bytes) -> bytes:
+def sign(signing_key: Ed25519PrivateKey, domain: bytes, body: bytes) -> bytes:
     """Ed25519 signature (64 bytes) over ``domain || body``.
 
     The domain separates this signature's purpose from every other use of the key
     (see module doc); ``body`` must be the exact bytes that will be sent.
     """
     _check_domain(domain)
-    return private_key.sign(domain + bytes(body))
+    return signing_key.sign(domain + bytes(body))
 
 
 def verify(public_key: Ed25519PublicKey, domain: bytes, body: bytes, signature: bytes) -> bool:

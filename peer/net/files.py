@@ -7,10 +7,14 @@ file, never a mix.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from peer.engine.metrics import IterationMetrics, columns, from_csv_row, to_csv_row
 
 
 def atomic_write(path: Path, data: bytes | str, durable: bool = True) -> None:
@@ -42,3 +46,37 @@ def toml_safe(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         return [toml_safe(v) for v in data]
     return data
+
+
+class MetricsFile:
+    """A metrics.csv (schema: `peer.engine.metrics`), rewritten atomically after every iteration.
+
+    Rewriting the whole file keeps it valid CSV at every instant; a daemon that restarts
+    reopens it and drops the rows its checkpoint does not cover (`truncate`).
+    """
+
+    def __init__(self, path: Path, num_peers: int) -> None:
+        self.path = Path(path)
+        self.num_peers = num_peers
+        self.rows: list[IterationMetrics] = []
+        if self.path.exists():
+            with self.path.open(newline="") as handle:
+                self.rows = [from_csv_row(row) for row in csv.DictReader(handle)]
+
+    def truncate(self, iteration: int) -> None:
+        """Forget rows of iterations >= `iteration`."""
+        self.rows = [r for r in self.rows if r.iteration < iteration]
+
+    def add(self, row: IterationMetrics) -> None:
+        self.rows.append(row)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns(self.num_peers))
+        writer.writerows(to_csv_row(r, self.num_peers) for r in self.rows)
+        atomic_write(self.path, buffer.getvalue(), durable=False)
+
+
+def read_metrics(path: Path) -> list[IterationMetrics]:
+    """Every row of a metrics.csv written by any of the project's runners."""
+    with Path(path).open(newline="") as handle:
+        return [from_csv_row(row) for row in csv.DictReader(handle)]

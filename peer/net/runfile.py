@@ -18,7 +18,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from peer.engine.config import ConfigError, RunConfig, _check_keys, _fail, _float, _int, build_config, load_toml
+from peer.engine.config import RunConfig, build_config, load_toml
+from peer.engine.errors import ConfigError
+from peer.engine.fields import as_float, as_int, check_keys, invalid
 from peer.net.crypto import public_key_from_text
 
 
@@ -69,17 +71,17 @@ class RunFile:
 
 
 def _network(data: Mapping[str, Any]) -> NetworkConfig:
-    _check_keys("network", data, {f.name for f in fields(NetworkConfig)})
+    check_keys("network", data, {f.name for f in fields(NetworkConfig)})
     d = NetworkConfig()
     values: dict[str, Any] = {}
     for f in fields(NetworkConfig):
         raw = data.get(f.name, getattr(d, f.name))
         if f.type in ("int", int):
-            values[f.name] = _int(f"network.{f.name}", raw, 1)
+            values[f.name] = as_int(f"network.{f.name}", raw, 1)
         else:
-            values[f.name] = _float(f"network.{f.name}", raw, 0, low_open=f.name != "linger" and f.name != "grace")
+            values[f.name] = as_float(f"network.{f.name}", raw, 0, low_open=f.name != "linger" and f.name != "grace")
     if values["grace"] > values["round_timeout"]:
-        raise _fail("network.grace", f"at most network.round_timeout ({values['round_timeout']})", values["grace"])
+        raise invalid("network.grace", f"at most network.round_timeout ({values['round_timeout']})", values["grace"])
     return NetworkConfig(**values)
 
 
@@ -89,23 +91,23 @@ def _roster(raw: Any, num_peers: int) -> tuple[PeerEntry, ...]:
     entries = []
     for i, item in enumerate(raw):
         if not isinstance(item, Mapping):
-            raise _fail(f"peers[{i}]", "a table", item)
-        _check_keys(f"peers[{i}]", item, {"id", "address", "public_key"})
-        peer_id = _int(f"peers[{i}].id", item.get("id"), 0)
+            raise invalid(f"peers[{i}]", "a table", item)
+        check_keys(f"peers[{i}]", item, {"id", "address", "public_key"})
+        peer_id = as_int(f"peers[{i}].id", item.get("id"), 0)
         address = item.get("address")
         if not isinstance(address, str) or ":" not in address:
-            raise _fail(f"peers[{i}].address", "a host:port string", address)
-        key = item.get("public_key")
+            raise invalid(f"peers[{i}].address", "a host:port string", address)
+        public_key = item.get("public_key")
         try:
-            public_key_from_text(key)
+            public_key_from_text(public_key)
         except (ValueError, TypeError) as err:
             raise ConfigError(f"config error: peers[{i}].public_key: {err}") from None
-        entries.append(PeerEntry(peer_id, address, key))
+        entries.append(PeerEntry(peer_id, address, public_key))
     ids = sorted(e.id for e in entries)
     if ids != list(range(num_peers)):
         raise ConfigError(f"config error: peers must have ids 0..{num_peers - 1} exactly once each (got {ids})")
-    keys = [e.public_key for e in entries]
-    if len(set(keys)) != len(keys):
+    public_keys = [e.public_key for e in entries]
+    if len(set(public_keys)) != len(public_keys):
         raise ConfigError("config error: two peers in the roster share a public key")
     return tuple(sorted(entries, key=lambda e: e.id))
 
@@ -116,9 +118,9 @@ def parse_run_file(data: Mapping[str, Any], path: Path | None = None) -> RunFile
     network = data.pop("network", {})
     adversary = data.pop("adversary", {})
     if not isinstance(network, Mapping):
-        raise _fail("network", "a table", network)
+        raise invalid("network", "a table", network)
     if not isinstance(adversary, Mapping):
-        raise _fail("adversary", "a table", adversary)
+        raise invalid("adversary", "a table", adversary)
     # Honest peers never act on the attack section, and a run file says nothing about who
     # lies: num_byzantine is the bound f every honest peer assumes.
     data.pop("attack", None)

@@ -4,7 +4,7 @@ Every peer runs a `Peer` gRPC server and holds a client channel to every other p
 Broadcasting a vector signs it once and hands the same bytes to one delivery worker per
 destination, which retries until the round's deadline; a receiver validates every message
 (`peer.net.wire.Validator`) before it touches state and stores the first valid one per
-(sender, round) (`peer.net.wire.RoundStore`).  A peer missing messages pulls them, so a late
+(sender, round) (`peer.net.store.RoundStore`).  A peer missing messages pulls them, so a late
 or restarted peer catches up and lost pushes are repaired.
 
 A round ends when all K vectors are in, at its deadline, or a short grace period after
@@ -18,21 +18,23 @@ import queue
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import grpc
 import numpy as np
+from decbyzpg.v1 import peer_pb2, peer_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from decbyzpg.v1 import peer_pb2, peer_pb2_grpc
+from peer.engine.schedule import Phase, RoundKey, Schedule
 from peer.net import wire
-from peer.engine.exchange import Phase, RoundKey
+from peer.net.rejections import RejectionLog
 from peer.net.runfile import RunFile
+from peer.net.store import RoundStore
 
 log = logging.getLogger("decbyzpg.transport")
 
-OK = peer_pb2.REJECT_REASON_UNSPECIFIED
+
 RETRY_LATER = {peer_pb2.REJECT_REASON_TOO_FAR_AHEAD}
 
 
@@ -40,7 +42,7 @@ RETRY_LATER = {peer_pb2.REJECT_REASON_TOO_FAR_AHEAD}
 class RoundStats:
     """Per-round timings, summed into the per-iteration metrics."""
 
-    key: RoundKey
+    round_key: RoundKey
     seconds: float
     received: int
     timed_out: bool
@@ -109,10 +111,10 @@ class _Servicer(peer_pb2_grpc.PeerServicer):
         if request.run_id != self.t.run_id:
             return peer_pb2.PullReply()
         try:
-            key = RoundKey(int(request.iteration), Phase(int(request.phase)), int(request.round))
+            round_key = RoundKey(int(request.iteration), Phase(int(request.phase)), int(request.round))
         except ValueError:
             return peer_pb2.PullReply()
-        return peer_pb2.PullReply(messages=self.t.held(key))
+        return peer_pb2.PullReply(messages=self.t.held(round_key))
 
     def Evidence(self, request: peer_pb2.EvidenceRequest, context: grpc.ServicerContext) -> peer_pb2.EvidenceReply:
         return peer_pb2.EvidenceReply(equivocations=self.t.store.evidence())
@@ -126,24 +128,22 @@ class _Servicer(peer_pb2_grpc.PeerServicer):
 class PeerTransport:
     """One peer's network endpoint: server, clients, validation, storage, round collection."""
 
-    def __init__(self, run: RunFile, peer_id: int, private_key, dim: int,
+    def __init__(self, run: RunFile, peer_id: int, signing_key, dim: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        from peer.engine.state_machine import phases_used
-
         self.run = run
         self.peer_id = peer_id
-        self.private_key = private_key
+        self.signing_key = signing_key
         self.run_id = run.run_id
         self.clock = clock
         self.others = [p.id for p in run.peers if p.id != peer_id]
         cfg = run.config
-        self.quorum = cfg.num_peers - cfg.num_byzantine  # q = K - f, own vector included
+        self.schedule = Schedule.of(cfg)
         net = run.network
-        self.validator = wire.Validator(run.run_id, run.public_keys(), peer_id, dim, phases_used(cfg),
-                                        cfg.agreement.rounds, max_message_bytes=net.max_message_bytes,
+        self.validator = wire.Validator(run.run_id, run.public_keys(), peer_id, dim, self.schedule.shape(),
+                                        max_message_bytes=net.max_message_bytes,
                                         window_ahead=net.window_ahead, keep_behind=net.retain_iterations)
-        self.store = wire.RoundStore()
-        self.rejections = wire.RejectionLog()
+        self.store = RoundStore()
+        self.rejections = RejectionLog()
         self.own: dict[RoundKey, peer_pb2.SignedMessage] = {}
         self.own_lock = threading.Lock()
         self.iteration = 0
@@ -227,8 +227,8 @@ class PeerTransport:
         if horizon > 0:
             self.store.prune(horizon)
             with self.own_lock:
-                for key in [k for k in self.own if k.iteration < horizon]:
-                    del self.own[key]
+                for round_key in [k for k in self.own if k.iteration < horizon]:
+                    del self.own[round_key]
 
     # ------------------------------------------------------------------ receiving
     def receive(self, envelope: peer_pb2.SignedMessage | bytes) -> int:
@@ -239,24 +239,24 @@ class PeerTransport:
         reason = verdict.reason
         if verdict.accepted:
             reason = self.store.add(verdict)
-        if reason == OK:
+        if reason == wire.ACCEPTED:
             self.accepted += 1
         elif reason != peer_pb2.REJECT_REASON_DUPLICATE:
             self.rejections.record(reason, sender=verdict.sender)
         return reason
 
-    def held(self, key: RoundKey) -> list[peer_pb2.SignedMessage]:
+    def held(self, round_key: RoundKey) -> list[peer_pb2.SignedMessage]:
         """Everything this peer holds for a round, its own message included (for Pull)."""
-        messages = list(self.store.envelopes(key))
+        messages = list(self.store.envelopes(round_key))
         with self.own_lock:
-            if key in self.own:
-                messages.append(self.own[key])
+            if round_key in self.own:
+                messages.append(self.own[round_key])
         return messages
 
     # ------------------------------------------------------------------ sending
-    def sign(self, key: RoundKey, vector: np.ndarray) -> peer_pb2.SignedMessage:
+    def sign(self, round_key: RoundKey, vector: np.ndarray) -> peer_pb2.SignedMessage:
         started = time.perf_counter()
-        envelope = wire.sign_message(self.private_key, self.run_id, key, self.peer_id, vector)
+        envelope = wire.sign_message(self.signing_key, self.run_id, round_key, self.peer_id, vector)
         with self._crypto_lock:
             self.crypto_seconds += time.perf_counter() - started
         return envelope
@@ -265,27 +265,27 @@ class PeerTransport:
         net = self.run.network
         return self.clock() + (net.startup_timeout if self.first_round else net.round_timeout)
 
-    def send(self, key: RoundKey, per_receiver: Mapping[int, np.ndarray | None], deadline: float) -> None:
+    def send(self, round_key: RoundKey, per_receiver: Mapping[int, np.ndarray | None], deadline: float) -> None:
         """Sign and queue one vector per receiver (a broadcast passes the same vector to all)."""
         signed: dict[int, peer_pb2.SignedMessage] = {}
         for receiver, vector in per_receiver.items():
             if vector is None or receiver == self.peer_id or receiver not in self._workers:
                 continue
             ident = id(vector)
-            envelope = signed.get(ident) or self.sign(key, vector)
+            envelope = signed.get(ident) or self.sign(round_key, vector)
             signed[ident] = envelope
             self._workers[receiver].queue.put(_Outgoing(envelope, deadline))
         if len(signed) == 1:
             with self.own_lock:
-                self.own[key] = next(iter(signed.values()))
+                self.own[round_key] = next(iter(signed.values()))
 
-    def broadcast(self, key: RoundKey, vector: np.ndarray, deadline: float) -> None:
-        self.send(key, {other: vector for other in self.others}, deadline)
+    def broadcast(self, round_key: RoundKey, vector: np.ndarray, deadline: float) -> None:
+        self.send(round_key, {other: vector for other in self.others}, deadline)
 
     # ------------------------------------------------------------------ collecting
-    def _pull(self, source: int, key: RoundKey) -> None:
-        request = peer_pb2.PullRequest(run_id=self.run_id, iteration=key.iteration, phase=int(key.phase),
-                                       round=key.round)
+    def _pull(self, source: int, round_key: RoundKey) -> None:
+        request = peer_pb2.PullRequest(run_id=self.run_id, iteration=round_key.iteration, phase=int(round_key.phase),
+                                       round=round_key.round)
         try:
             reply = self._stubs[source].Pull(request, timeout=self.run.network.push_timeout)
         except grpc.RpcError:
@@ -305,25 +305,31 @@ class PeerTransport:
         except grpc.RpcError:
             return None
 
-    def collect(self, key: RoundKey, deadline: float, expected: set[int] | None = None,
-                quorum: int | None = None, also_pull: set[int] = frozenset()) -> tuple[dict[int, np.ndarray], RoundStats]:
+    def expected_senders(self, round_key: RoundKey) -> tuple[set[int], int]:
+        """The other peers whose vectors round `round_key` carries, and how many of them make a quorum.
+
+        Both come from the schedule; this peer's own vector counts towards the quorum when
+        it is one of the round's senders.
+        """
+        senders = self.schedule.senders(round_key)
+        return set(senders) - {self.peer_id}, self.schedule.quorum(round_key) - int(self.peer_id in senders)
+
+    def collect(self, round_key: RoundKey, deadline: float, expected: set[int], quorum: int,
+                also_pull: set[int] = frozenset()) -> tuple[dict[int, np.ndarray], RoundStats]:
         """Wait for the others' vectors of one round; returns them by sender.
 
         Ends when every expected sender is in, at `deadline`, or `grace` after `quorum`
-        others are in (q - 1 by default: the own vector makes q).  Missing senders are
-        pulled from directly; `also_pull` names further peers to pull from (colluding
-        Byzantine peers use it as their side channel).
+        of them are in.  Missing senders are pulled from directly; `also_pull` names
+        further peers to pull from (colluding Byzantine peers use it as their side channel).
         """
         started = self.clock()
-        expected = set(self.others) if expected is None else expected
-        quorum = self.quorum - 1 if quorum is None else quorum
         net = self.run.network
         grace_end: float | None = None
         next_pull = started + net.retry_interval
         pending_pulls: dict[int, futures.Future] = {}
         timed_out = False
         while True:
-            have = set(self.store.vectors(key)) & expected
+            have = set(self.store.vectors(round_key)) & expected
             now = self.clock()
             if have == expected:
                 break
@@ -338,17 +344,18 @@ class PeerTransport:
                 for source in (expected - have) | set(also_pull):
                     future = pending_pulls.get(source)
                     if future is None or future.done():
-                        pending_pulls[source] = self._pull_pool.submit(self._pull, source, key)
+                        pending_pulls[source] = self._pull_pool.submit(self._pull, source, round_key)
                 next_pull = now + net.retry_interval
             limit = min(deadline, next_pull, grace_end or deadline) - now
-            self.store.wait_for(key, len(set(self.store.vectors(key))) + 1, max(limit, 0.0005))
+            self.store.wait_for(round_key, len(set(self.store.vectors(round_key))) + 1, max(limit, 0.0005))
         self.first_round = False
-        vectors = {s: v for s, v in self.store.vectors(key).items() if s in expected}
-        return vectors, RoundStats(key, self.clock() - started, len(vectors), timed_out)
+        vectors = {s: v for s, v in self.store.vectors(round_key).items() if s in expected}
+        return vectors, RoundStats(round_key, self.clock() - started, len(vectors), timed_out)
 
-    def exchange(self, key: RoundKey, vector: np.ndarray | None) -> tuple[dict[int, np.ndarray], RoundStats]:
+    def exchange(self, round_key: RoundKey, vector: np.ndarray | None) -> tuple[dict[int, np.ndarray], RoundStats]:
         """The exchange interface over the network: broadcast ours, collect the others'."""
         deadline = self.deadline()
         if vector is not None:
-            self.broadcast(key, vector, deadline)
-        return self.collect(key, deadline)
+            self.broadcast(round_key, vector, deadline)
+        expected, quorum = self.expected_senders(round_key)
+        return self.collect(round_key, deadline, expected, quorum)

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from peer.engine.config import (ConfigError, apply_override, build_config, byzantine_tolerance, load_toml,
-                         parse_override)
+from peer.engine.config import (
+    ConfigError,
+    apply_override,
+    build_config,
+    byzantine_tolerance,
+    load_toml,
+    parse_override,
+)
 
 
 def test_defaults_follow_the_environment_and_algorithm() -> None:

@@ -1,99 +1,43 @@
-"""peer.net.wire: codec, signing, the validator's every rejection, the round store, the log."""
+"""peer.net.wire: codec, signing, the validator's every rejection, fuzzing."""
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from typing import Any, Callable
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import HealthCheck, given, settings
+from decbyzpg.v1 import peer_pb2
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from decbyzpg.v1 import peer_pb2
-from peer.net import crypto
+from peer.engine.schedule import Phase, RoundKey, RoundShape
 from peer.net import wire
-from peer.engine.exchange import Phase, RoundKey
-from peer.net.wire import DOMAIN, RejectionLog, RoundStore, Validator, Verdict
-
-RUN = bytes(range(32))
-OTHER_RUN = bytes(range(1, 33))
-SELF = 0
-DIM = 4
-ROUNDS = 3
-NOW = 10  # the validator's current iteration in most tests
-KEYS = {i: Ed25519PrivateKey.generate() for i in range(5)}
-ROSTER = {i: k.public_key() for i, k in KEYS.items()}
-STRANGER = Ed25519PrivateKey.generate()
-VEC = np.array([1.0, -2.5, 0.0, 3.25], dtype=np.float32)
-G0 = RoundKey(NOW, Phase.GRADIENT)
-A1 = RoundKey(NOW, Phase.AGREEMENT, 1)
-
-RR = peer_pb2
-ALL_REASONS = set(peer_pb2.RejectReason.values())
-
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def make_validator(**overrides: Any) -> Validator:
-    kwargs: dict[str, Any] = dict(
-        run_id=RUN,
-        roster=ROSTER,
-        self_id=SELF,
-        dim=DIM,
-        phases=[Phase.GRADIENT, Phase.AGREEMENT],
-        agreement_rounds=ROUNDS,
-    )
-    kwargs.update(overrides)
-    return Validator(**kwargs)
-
-
-def body(**fields: Any) -> bytes:
-    """A serialized RoundMessage from peer 1 for G0 carrying VEC, with `fields` overridden."""
-    vector = fields.pop("vec", VEC)
-    msg = dict(
-        run_id=RUN,
-        iteration=G0.iteration,
-        phase=int(G0.phase),
-        round=0,
-        sender=1,
-        length=len(vector),
-        vector=wire.encode_vector(vector),
-    )
-    msg.update(fields)
-    return peer_pb2.RoundMessage(**msg).SerializeToString()
-
-
-def signed(body_bytes: bytes, sender: int = 1, signer: Ed25519PrivateKey | None = None) -> peer_pb2.SignedMessage:
-    key = signer if signer is not None else KEYS[sender]
-    return peer_pb2.SignedMessage(sender=sender, body=body_bytes, signature=crypto.sign(key, DOMAIN, body_bytes))
-
-
-def accepted(sender: int = 1, key: RoundKey = G0, vec: np.ndarray = VEC, validator: Validator | None = None) -> Verdict:
-    env = wire.sign_message(KEYS[sender], RUN, key, sender, vec)
-    verdict = (validator or make_validator()).check(env, NOW)
-    assert verdict.accepted, verdict.reason_name
-    return verdict
-
-
-def unknown_field(n: int, number: int = 99) -> bytes:
-    """A length-delimited field unknown to RoundMessage carrying `n` zero bytes."""
-    out = bytearray()
-    for value in ((number << 3) | 2, n):
-        while value >= 0x80:
-            out.append((value & 0x7F) | 0x80)
-            value >>= 7
-        out.append(value)
-    return bytes(out) + b"\0" * n
-
-
-def bits(a: np.ndarray) -> list[int]:
-    return np.asarray(a, dtype=np.float32).view(np.uint32).tolist()
-
+from peer.net.store import RoundStore
+from peer.net.wire import DOMAIN
+from tests.support.wire_fixtures import (
+    A1,
+    ALL_REASONS,
+    DIM,
+    FUZZ,
+    G0,
+    KEYS,
+    NOW,
+    OTHER_RUN,
+    ROSTER,
+    ROUNDS,
+    RR,
+    RUN,
+    SELF,
+    STRANGER,
+    VEC,
+    accepted,
+    bits,
+    body,
+    make_validator,
+    signed,
+    unknown_field,
+)
 
 # --------------------------------------------------------------------------- codec
 
@@ -136,7 +80,7 @@ def test_round_trip_bit_exact_special_values(as_bytes: bool) -> None:
     env = wire.sign_message(KEYS[2], RUN, A1, 2, SPECIAL)
     verdict = validator.check(env.SerializeToString() if as_bytes else env, NOW)
     assert verdict.accepted
-    assert verdict.sender == 2 and verdict.key == A1
+    assert verdict.sender == 2 and verdict.round_key == A1
     assert verdict.vector is not None and verdict.vector.dtype == np.float32
     assert bits(verdict.vector) == bits(SPECIAL)
     assert np.signbit(verdict.vector[0])  # negative zero survived
@@ -268,12 +212,12 @@ def test_sender_of_verdicts() -> None:
     v = make_validator()
     assert v.check(b"\xff", NOW).sender is None
     assert v.check(signed(body(sender=2), sender=3), NOW).sender == 3
-    assert v.check(signed(body(round=1)), NOW).key == RoundKey(NOW, Phase.GRADIENT, 1)
+    assert v.check(signed(body(round=1)), NOW).round_key == RoundKey(NOW, Phase.GRADIENT, 1)
 
 
 def test_phase_model_when_allowed() -> None:
-    v = make_validator(phases=[Phase.GRADIENT, Phase.AGREEMENT, Phase.MODEL])
-    assert v.check(signed(body(phase=3)), NOW).key == RoundKey(NOW, Phase.MODEL, 0)
+    v = make_validator(shape=RoundShape(frozenset({Phase.GRADIENT, Phase.AGREEMENT, Phase.MODEL}), ROUNDS))
+    assert v.check(signed(body(phase=3)), NOW).round_key == RoundKey(NOW, Phase.MODEL, 0)
     assert v.check(signed(body(phase=3, round=1)), NOW).reason == RR.REJECT_REASON_BAD_ROUND
 
 
@@ -335,13 +279,9 @@ def test_validator_constructor_checks() -> None:
         make_validator(run_id=b"short")
     with pytest.raises(ValueError, match="too small"):
         make_validator(max_message_bytes=100)
-    with pytest.raises(ValueError, match="agreement_rounds"):
-        make_validator(agreement_rounds=0)
     with pytest.raises(TypeError, match="Ed25519PublicKey"):
         make_validator(roster={1: "ed25519:..."})
-    with pytest.raises(ValueError):
-        make_validator(phases=[0])
-    make_validator(phases=[Phase.GRADIENT], agreement_rounds=0)  # no agreement phase: fine
+    make_validator(shape=RoundShape(frozenset({Phase.GRADIENT}), 0))  # no agreement phase: fine
 
 
 # --------------------------------------------------------------------------- fuzzing
@@ -411,242 +351,6 @@ def test_fuzz_mutated_valid_message(flips: list[tuple[int, int]]) -> None:
         assert verdict.envelope is not None
         assert (verdict.envelope.sender, verdict.envelope.body) == (original.sender, original.body)
 
-
-# --------------------------------------------------------------------------- round store
-
-
-def test_store_first_wins_duplicate_equivocation() -> None:
-    store = RoundStore()
-    first = accepted(1)
-    assert store.add(first) == RR.REJECT_REASON_UNSPECIFIED
-    assert store.add(accepted(1)) == RR.REJECT_REASON_DUPLICATE
-    assert store.evidence() == [] and store.equivocators() == set()
-    second = accepted(1, vec=VEC * 2)
-    assert store.add(second) == RR.REJECT_REASON_EQUIVOCATION
-    assert bits(store.vectors(G0)[1]) == bits(VEC)  # the first stays
-    assert store.count(G0) == 1
-    assert store.equivocators() == {1}
-    [ev] = store.evidence()
-    assert isinstance(ev, peer_pb2.Equivocation)
-    assert ev.first.body == first.envelope.body and ev.second.body == second.envelope.body  # type: ignore[union-attr]
-    # The evidence is self-contained proof: both halves verify under the pinned key.
-    for half in (ev.first, ev.second):
-        assert make_validator().check(half.SerializeToString(), NOW).accepted
-    # A third version for the same slot: still equivocation, but one record per slot.
-    assert store.add(accepted(1, vec=VEC * 3)) == RR.REJECT_REASON_EQUIVOCATION
-    assert len(store.evidence()) == 1
-
-
-def test_store_same_vector_different_signed_body_is_equivocation() -> None:
-    store = RoundStore()
-    v = make_validator()
-    store.add(v.check(signed(body()), NOW))
-    assert store.add(v.check(signed(body() + b"\xf8\x06\x01"), NOW)) == RR.REJECT_REASON_EQUIVOCATION
-
-
-def test_store_rounds_and_senders_are_separate() -> None:
-    store = RoundStore()
-    for sender in (1, 2, 3):
-        assert store.add(accepted(sender, G0, VEC + sender)) == RR.REJECT_REASON_UNSPECIFIED
-    assert store.add(accepted(1, A1)) == RR.REJECT_REASON_UNSPECIFIED
-    assert store.count(G0) == 3 and store.count(A1) == 1
-    assert store.count(RoundKey(NOW, Phase.AGREEMENT, 2)) == 0
-    got = store.vectors(G0)
-    assert sorted(got) == [1, 2, 3] and bits(got[2]) == bits(VEC + 2)
-    envs = store.envelopes(G0)
-    assert [e.sender for e in envs] == [1, 2, 3]
-    for e in envs:  # Pull replies re-verify at the requester
-        assert make_validator().check(e, NOW).accepted
-    assert store.keys() == [G0, A1]
-    assert store.vectors(RoundKey(99, Phase.GRADIENT)) == {}
-
-
-def test_store_rejects_unaccepted_verdict() -> None:
-    with pytest.raises(ValueError, match="only accepted"):
-        RoundStore().add(make_validator().check(b"\xff", NOW))
-
-
-def test_store_vectors_read_only() -> None:
-    store = RoundStore()
-    store.add(accepted())
-    with pytest.raises(ValueError):
-        store.vectors(G0)[1][0] = 1.0
-
-
-def test_store_evidence_bounded() -> None:
-    store = RoundStore(max_evidence=3, max_evidence_per_sender=2)
-    validator = make_validator(window_ahead=100)
-    for sender in (1, 2, 3):
-        for t in range(NOW, NOW + 5):
-            key = RoundKey(t, Phase.GRADIENT)
-            store.add(accepted(sender, key, VEC, validator))
-            assert store.add(accepted(sender, key, VEC + 1, validator)) == RR.REJECT_REASON_EQUIVOCATION
-    evidence = store.evidence()
-    assert len(evidence) == 3
-    assert sorted(e.first.sender for e in evidence) == [1, 1, 2]  # per-sender cap left room for 2
-    assert store.equivocators() == {1, 2, 3}  # remembered even without kept evidence
-
-
-def test_store_evidence_byte_bound() -> None:
-    one = accepted().envelope.ByteSize()  # type: ignore[union-attr]
-    store = RoundStore(max_evidence_bytes=3 * one)
-    validator = make_validator(window_ahead=100)
-    for t in range(NOW, NOW + 4):
-        key = RoundKey(t, Phase.GRADIENT)
-        store.add(accepted(1, key, VEC, validator))
-        store.add(accepted(1, key, VEC + 1, validator))
-    assert len(store.evidence()) == 1
-
-
-def test_store_prune_bounds_memory() -> None:
-    store = RoundStore()
-    validator = make_validator()
-    for t in range(200):
-        key = RoundKey(t, Phase.AGREEMENT, t % ROUNDS)
-        for sender, vec in [(1, VEC), (2, VEC), (3, VEC), (3, VEC + 1)]:  # 3 equivocates every time
-            store.add(validator.check(wire.sign_message(KEYS[sender], RUN, key, sender, vec), t))
-        assert store.count(key) == 3
-        store.prune(t - 2)
-        assert len(store.keys()) <= 3
-        assert len(store.evidence()) <= 3
-    assert [k.iteration for k in store.keys()] == [197, 198, 199]
-    assert store.equivocators() == {3}
-
-
-def test_store_refuses_adds_below_pruned_watermark() -> None:
-    store = RoundStore()
-    verdict = accepted(1, RoundKey(NOW - 2, Phase.GRADIENT))  # validated while still in window...
-    store.prune(NOW - 1)  # ...then the peer moved on
-    assert store.add(verdict) == RR.REJECT_REASON_STALE
-    assert store.keys() == []
-
-
-def test_wait_for_with_adding_thread() -> None:
-    store = RoundStore()
-    verdicts = [accepted(s) for s in (1, 2, 3)]
-
-    def feed() -> None:
-        for v in verdicts:
-            time.sleep(0.01)
-            store.add(v)
-
-    thread = threading.Thread(target=feed)
-    start = time.monotonic()
-    thread.start()
-    assert store.wait_for(G0, 3, timeout=5.0) == 3
-    assert time.monotonic() - start < 2.0
-    thread.join()
-    assert store.wait_for(G0, 2, timeout=0) == 3  # already satisfied
-    start = time.monotonic()
-    assert store.wait_for(G0, 4, timeout=0.05) == 3  # times out with what it has
-    assert 0.04 <= time.monotonic() - start < 1.0
-
-
-def test_wait_for_empty_round_times_out() -> None:
-    store = RoundStore()
-    assert store.wait_for(A1, 1, timeout=0.01) == 0
-
-
-def test_store_concurrent_adds_first_wins() -> None:
-    store = RoundStore()
-    same = [accepted(1) for _ in range(8)]
-    results: list[int] = []
-    lock = threading.Lock()
-
-    def add(v: Verdict) -> None:
-        r = store.add(v)
-        with lock:
-            results.append(r)
-
-    threads = [threading.Thread(target=add, args=(v,)) for v in same]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(results) == [RR.REJECT_REASON_UNSPECIFIED] + [RR.REJECT_REASON_DUPLICATE] * 7
-
-
-# --------------------------------------------------------------------------- rejection log
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "peer.net.wire"]
-
-
-def test_rejection_log_rate_limits(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="peer.net.wire")
-    clock = FakeClock()
-    rl = RejectionLog(interval=10.0, clock=clock)
-    for _ in range(100):
-        rl.record(RR.REJECT_REASON_BAD_SIGNATURE, 3, origin="ipv4:10.0.0.3:5000")
-    assert rl.counts() == {"BAD_SIGNATURE": 100}
-    lines = _lines(caplog)
-    assert len(lines) == 1
-    assert "sender 3" in lines[0] and "BAD_SIGNATURE" in lines[0] and "10.0.0.3" in lines[0]
-    assert caplog.records[0].levelno == logging.WARNING
-
-    clock.now += 9.9
-    rl.record(RR.REJECT_REASON_BAD_SIGNATURE, 3)
-    assert len(_lines(caplog)) == 1
-    clock.now += 0.2
-    rl.record(RR.REJECT_REASON_BAD_SIGNATURE, 3)
-    lines = _lines(caplog)
-    assert len(lines) == 2 and "100 more like it suppressed" in lines[1]
-
-    rl.record(RR.REJECT_REASON_BAD_SIGNATURE, 4)  # another sender: its own budget
-    rl.record(RR.REJECT_REASON_STALE, 3)  # another reason: its own budget
-    assert len(_lines(caplog)) == 4
-    assert rl.counts() == {"BAD_SIGNATURE": 103, "STALE": 1}
-
-
-def test_rejection_log_unknown_senders_share_one_budget(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="peer.net.wire")
-    rl = RejectionLog(clock=FakeClock())
-    for sender in range(10_000, 12_000):
-        rl.record(RR.REJECT_REASON_UNKNOWN_SENDER, sender)
-        rl.record(RR.REJECT_REASON_MALFORMED, None)
-    assert len(_lines(caplog)) == 2
-    assert rl.counts() == {"UNKNOWN_SENDER": 2000, "MALFORMED": 2000}
-
-
-def test_rejection_log_table_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="peer.net.wire")
-    rl = RejectionLog(clock=FakeClock(), max_keys=4)
-    for sender in range(100):
-        rl.record(RR.REJECT_REASON_BAD_SIGNATURE, sender)
-    assert len(_lines(caplog)) == 5  # 4 tracked pairs + the shared overflow slot
-    assert len(rl._limits) == 5
-
-
-def test_rejection_log_flush_and_accepted(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="peer.net.wire")
-    rl = RejectionLog(clock=FakeClock())
-    for _ in range(5):
-        rl.record(RR.REJECT_REASON_NON_FINITE, 2)
-        rl.record(RR.REJECT_REASON_UNSPECIFIED, 2)
-    assert rl.accepted() == 5 and rl.counts() == {"NON_FINITE": 5}
-    caplog.clear()
-    rl.flush()
-    assert _lines(caplog) == ["rejected 4 more message(s) from sender 2: NON_FINITE"]
-    caplog.clear()
-    rl.flush()
-    assert _lines(caplog) == []
-
-
-def test_rejection_log_duplicates_are_debug(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="peer.net.wire")
-    rl = RejectionLog(clock=FakeClock())
-    rl.record_verdict(Verdict(RR.REJECT_REASON_DUPLICATE, 1))
-    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
-    assert rl.counts() == {"DUPLICATE": 1}
 
 
 def test_reason_names() -> None:

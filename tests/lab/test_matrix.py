@@ -6,15 +6,24 @@ import json
 
 import pytest
 
-from peer.lab.matrix import (_byzantine_ids, _cell_config, expected_document, finished_row, parse_attack,
-                              run_matrix, summarize_rows)
 from peer.cli.main import main
+from peer.engine import ENGINE_REVISION
 from peer.engine.config import ConfigError
-from tests.netutil import free_port_block
+from peer.lab.matrix import (
+    cell_byzantine_ids,
+    cell_config,
+    expected_document,
+    finished_row,
+    parse_attack,
+    run_matrix,
+    summarize_rows,
+)
+from tests.support.netutil import free_port_block
 
 TINY = {"trajectories_per_agent": 40, "estimator": {"large_batch": 8, "small_batch": 2, "horizon": 100}}
 
 
+@pytest.mark.multiprocess
 def test_matrix_cell_reports_rejections_and_health(tmp_path) -> None:
     rows = run_matrix(tmp_path, TINY, ["large_noise"], ["decbyzpg"], [0], peers=5, byzantine=1,
                       misbehaviour=["garbage", "flood_future"], base_port=free_port_block(5), timeout=300)
@@ -35,11 +44,16 @@ def test_matrix_cell_reports_rejections_and_health(tmp_path) -> None:
 
     def reused(base, attack="large_noise", misbehaviour=("garbage", "flood_future")) -> bool:
         spec = parse_attack(attack)
-        expected = expected_document(_cell_config(base, "decbyzpg", 0, 5, 1), spec, _byzantine_ids(spec, 5, 1),
+        expected = expected_document(cell_config(base, "decbyzpg", 0, 5, 1), spec, cell_byzantine_ids(spec, 5, 1),
                                      list(misbehaviour))
         return finished_row(cell, expected) is not None
 
     assert reused(TINY)
+    row_path = cell / "matrix_row.json"
+    original = row_path.read_text()
+    row_path.write_text(original.replace(f'"engine_revision": {ENGINE_REVISION}', '"engine_revision": 1'))
+    assert not reused(TINY)  # made by older arithmetic: redone
+    row_path.write_text(original)
     assert not reused(TINY, misbehaviour=())
     assert not reused(TINY, attack="large_noise:scale=1.0")
     assert not reused({**TINY, "trajectories_per_agent": 41})
@@ -83,14 +97,14 @@ def _row(algorithm: str, attack: str, seed: int, final: float, reached: int | No
 
 
 def test_report_checks_are_computed_from_the_matrix_runs(tmp_path) -> None:
-    from peer.lab.report import _matrix_section
+    from peer.lab.report import matrix_section
 
     runs = [_row("decbyzpg", "ipm epsilon=4", 0, 499.0, 900), _row("decbyzpg", "ipm epsilon=4", 1, 460.0, None),
             _row("dec-page-pg", "ipm epsilon=4", 0, 9.5, None), _row("dec-page-pg", "ipm epsilon=4", 1, 12.0, None),
             _row("decbyzpg", "silence", 0, 498.0, 1200, stalled=True)]
     (tmp_path / "matrix").mkdir()
     (tmp_path / "matrix" / "matrix.json").write_text(json.dumps({"runs": runs, "table": []}))
-    text = "\n".join(_matrix_section(tmp_path / "matrix", tmp_path))
+    text = "\n".join(matrix_section(tmp_path / "matrix", tmp_path))
     assert ("- ipm epsilon=4: DecByzPG reached 475 in 1/2 seeds, worst final return 460.0; "
             "Dec-PAGE-PG median final return 10.8 (worst seed 9.5) -> collapses") in text
     assert "- silence: DecByzPG reached 475 in 1/1 seeds" in text

@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import math
 
-from peer.lab.trace import trace
 from peer.cli.main import main
 from peer.engine.config import build_config
+from peer.lab.trace import trace
 
 TINY = {"num_peers": 5, "num_byzantine": 1, "trajectories_per_agent": 40, "seed": 0,
         "estimator": {"large_batch": 8, "small_batch": 2, "horizon": 60}, "attack": {"name": "avg_zero"}}

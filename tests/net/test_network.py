@@ -8,9 +8,11 @@ import pytest
 from adversary.attacks import make_attack
 from adversary.daemon import ByzantineDaemon
 from peer.engine.config import build_config
-from peer.net.daemon import PeerDaemon
 from peer.lab.inprocess import InProcessRun
-from tests.netutil import Threads, key_of, make_run
+from peer.net.daemon import PeerDaemon
+from tests.support.netutil import Threads, key_of, make_run
+
+pytestmark = pytest.mark.network
 
 SMALL = {"num_peers": 5, "num_byzantine": 1, "seed": 3, "trajectories_per_agent": 40,
          "estimator": {"large_batch": 8, "small_batch": 2, "horizon": 100, "switch_prob": 0.4}}
@@ -53,10 +55,10 @@ def test_junk_is_rejected_with_reason_codes_and_changes_nothing(tmp_path) -> Non
     import time
 
     import grpc
-
     from decbyzpg.v1 import peer_pb2
+
+    from peer.engine.schedule import Phase
     from peer.net import wire
-    from peer.engine.exchange import Phase, RoundKey
 
     network = {"grace": 0.3, "round_timeout": 30.0, "linger": 1.0, "retain_iterations": 1,
                "max_message_bytes": 65536, "window_ahead": 2}
@@ -170,7 +172,7 @@ def test_byzantine_daemon_with_protocol_misbehaviour_changes_nothing(tmp_path, c
     replies = json.loads((tmp_path / "peer4" / "adversary.json").read_text())["replies"]
     for kind, reason in EXPECTED_REASON.items():
         if kind == "replay":  # a replayed message is a duplicate, or stale once pruned
-            assert replies.get(f"replay->DUPLICATE", 0) + replies.get("replay->STALE", 0) > 0, replies
+            assert replies.get("replay->DUPLICATE", 0) + replies.get("replay->STALE", 0) > 0, replies
             continue
         assert replies.get(f"{kind}->{reason}", 0) > 0, (kind, replies)
     assert not [k for k in replies if k.endswith("->ACCEPTED")], replies

@@ -12,7 +12,7 @@ from peer.engine import estimators
 from peer.engine.config import EstimatorConfig, PolicyConfig
 from peer.engine.policy import build_policy, get_flat, set_flat
 from peer.engine.sampling import Sampler
-from tests import toy_env
+from tests.support import toy_env
 
 CFG = EstimatorConfig(gamma=0.99, horizon=500, baseline=False, importance="trajectory")
 

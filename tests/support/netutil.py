@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from peer.lab.cluster import init_run
 from peer.engine.config import build_config
+from peer.lab.cluster import init_run
 from peer.net.crypto import load_private_key
 from peer.net.runfile import load_run_file
 

@@ -110,26 +110,6 @@ def test_gaussian_policy_on_a_continuous_task() -> None:
     assert rows[-1].honest_mean_return < 0  # Pendulum's rewards are negative
 
 
-@pytest.mark.parametrize("algorithm", ["decbyzpg", "dec-page-pg", "byzpg", "page-pg"])
-def test_round_schedule_matches_the_program(algorithm: str) -> None:
-    """Byzantine daemons rely on round_keys(); it must be exactly what the program yields."""
-    from peer.engine.state_machine import PeerStateMachine, round_keys
-
-    c = cfg(algorithm=algorithm, num_peers=1 if algorithm == "page-pg" else 5)
-    key = c.genesis_hash()
-    machine = PeerStateMachine(c, 0, key)
-    for t in range(6):
-        program, yielded = machine.iteration(), []
-        try:
-            out = next(program)
-            while True:
-                yielded.append(out.key)
-                out = program.send({})
-        except StopIteration:
-            pass
-        assert yielded == round_keys(c, key, t), (algorithm, t)
-
-
 def test_dec_page_pg_peers_stay_identical_without_byzantines() -> None:
     run = InProcessRun(cfg(algorithm="dec-page-pg"))
     for _ in range(5):

@@ -5,10 +5,14 @@ from __future__ import annotations
 import signal
 import time
 
-from peer.lab.cluster import Cluster, init_run
+import pytest
+
 from peer.engine.config import build_config
-from peer.lab.results import read_metrics
-from tests.netutil import free_port_block
+from peer.lab.cluster import Cluster, init_run
+from peer.net.files import read_metrics
+from tests.support.netutil import free_port_block
+
+pytestmark = pytest.mark.multiprocess
 
 RUN = {"num_peers": 5, "num_byzantine": 1, "seed": 5, "trajectories_per_agent": 120,
        "estimator": {"large_batch": 8, "small_batch": 2, "horizon": 100}}
@@ -55,8 +59,8 @@ def test_killing_f_peers_does_not_stop_the_others(tmp_path) -> None:
     lengths = {len(r) for r in rows.values()}
     assert len(lengths) == 1 and lengths.pop() > 10
     late = rows[0][-1]
-    assert int(late["rounds_timed_out"]) == 0  # K - f messages, then only the grace period
-    assert int(late["trajectories_per_agent"]) <= RUN["trajectories_per_agent"]
+    assert late.rounds_timed_out == 0  # K - f messages, then only the grace period
+    assert late.trajectories_per_agent <= RUN["trajectories_per_agent"]
 
 
 def test_restarted_peer_resumes_from_its_checkpoint(tmp_path) -> None:
@@ -78,8 +82,8 @@ def test_restarted_peer_resumes_from_its_checkpoint(tmp_path) -> None:
     # which the restarted peer redoes
     assert len(resumed) == 1 and resumed[0] in (before - 1, before) and resumed[0] > 0
     rows = {k: read_metrics(cluster.peer_dir(k) / "metrics.csv") for k in range(5)}
-    assert [int(r["iteration"]) for r in rows[2]] == list(range(len(rows[0])))  # no gap, no repeat
-    assert rows[2][-1]["trajectories_per_agent"] == rows[0][-1]["trajectories_per_agent"]
+    assert [r.iteration for r in rows[2]] == list(range(len(rows[0])))  # no gap, no repeat
+    assert rows[2][-1].trajectories_per_agent == rows[0][-1].trajectories_per_agent
 
 
 def test_cluster_command_stops_cleanly_on_ctrl_c(tmp_path) -> None:

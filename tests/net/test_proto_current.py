@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROTO_DIR = ROOT / "proto"
 SOURCE = "decbyzpg/v1/peer.proto"
 GENERATED = ["peer_pb2.py", "peer_pb2.pyi", "peer_pb2_grpc.py"]
@@ -79,9 +79,8 @@ def _strip_json_names(messages) -> None:  # type: ignore[no-untyped-def]
 
 @needs_tools
 def test_descriptor_matches_proto_source(tmp_path: Path) -> None:
-    from google.protobuf import descriptor_pb2
-
     from decbyzpg.v1 import peer_pb2
+    from google.protobuf import descriptor_pb2
 
     out = tmp_path / "peer.desc"
     _protoc(f"--descriptor_set_out={out}")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from adversary.attacks import ATTACKS, RoundView, make_attack
-from peer.engine.exchange import Phase, RoundKey
+from peer.engine.schedule import Phase, RoundKey
 
 HONEST = {k: np.random.default_rng(k).normal(1.0, 0.1, 20).astype(np.float32) for k in range(10)}
 BYZ = (10, 11, 12)

@@ -1,0 +1,26 @@
+"""peer.lab.report: the goal checks computed for docs/RESULTS.md."""
+
+from __future__ import annotations
+
+from peer.lab.report import goal_checks
+
+
+def test_report_checks_evaluate_the_goal_per_configuration() -> None:
+    def row(configuration: str, final: float, reached: int | None, tail: float) -> dict:
+        return {"configuration": configuration, "panel": "AvgZero", "median_final_return": final,
+                "median_trajectories_to_475": reached, "min_last_1000_return": tail, "reached_475": "2",
+                "seeds": 3}
+
+    lines = goal_checks([row("Dec-PAGE-PG (K=13, f=3)", 21.6, None, 20.0),
+                     row("DecByzPG (K=13, f=3)", 499.0, 1234, 497.7),
+                     row("DecByzPG (K=13, f=3), bucket size 2", 480.0, 1500, 11.0),
+                     row("DecByzPG (K=13, f=3), bucket size 1", 499.0, 2600, 499.0),
+                     row("PAGE-PG (K=1)", 10.0, None, 10.0)])
+    assert lines[0] == "- Dec-PAGE-PG (K=13, f=3), AvgZero: median final return 21.6 -> collapses"
+    assert lines[1].startswith("- DecByzPG (K=13, f=3), AvgZero: 475 reached by 2/3 seeds, median 1234")
+    assert lines[1].endswith("met") and not lines[1].endswith("NOT met")
+    assert lines[2].endswith("NOT met")  # a collapsed seed's tail fails the goal
+    assert lines[3].endswith("NOT met")  # too slow
+    assert len(lines) == 4
+    short = goal_checks([row("DecByzPG (K=13, f=3)", 499.0, 1234, 300.0)], budget=2000)
+    assert short[0].endswith("not judged (runs ended at 2000 trajectories)")  # its last 1,000 still hold the climb

@@ -1,0 +1,60 @@
+"""peer.lab.sweep: stable job names, and finished runs reused only when nothing that matters changed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from peer.cli.sweep import SWEEP_SUITES
+from peer.engine import ENGINE_REVISION
+from peer.engine.errors import ConfigError
+from peer.lab import sweep
+from peer.lab.configure import resolve_config
+from peer.lab.experiment import run_experiment
+
+TINY = {"estimator": {"large_batch": 8, "small_batch": 2, "horizon": 40}, "trajectories_per_agent": 24,
+        "num_peers": 3, "num_byzantine": 0}
+
+
+def test_the_cli_offers_exactly_the_named_suites() -> None:
+    assert SWEEP_SUITES == sweep.SUITES
+    with pytest.raises(ConfigError, match="unknown suite"):
+        sweep.suite("nope", [0], None, {})
+
+
+def test_job_slugs_are_stable_and_tell_configurations_apart() -> None:
+    a = sweep.Job("x", "p", {**TINY, "seed": 0})
+    assert a.slug == sweep.Job("y", "q", {**TINY, "seed": 0}).slug  # labels do not matter
+    assert a.slug != sweep.Job("x", "p", {**TINY, "seed": 1}).slug
+    assert a.slug != sweep.Job("x", "p", {**TINY, "seed": 0, "optimizer": {"step_size": 0.01}}).slug
+
+
+def test_grid_crosses_algorithms_peers_byzantine_and_attacks() -> None:
+    jobs = sweep.grid(["decbyzpg", "dec-page-pg"], [5], [0, 1], ["avg_zero", "alie"], [0, 1], dict(TINY), None, True)
+    # f = 0 runs once (no attack), f = 1 once per attack: (1 + 2) x 2 algorithms x 2 seeds
+    assert len(jobs) == 12 and len({j.slug for j in jobs}) == 12
+
+
+def test_a_finished_run_is_reused_only_for_the_same_config_and_revision(tmp_path) -> None:
+    job = sweep.Job("tiny", "p", {**TINY, "seed": 0})
+    directory = tmp_path / "runs" / job.slug
+    run_experiment(resolve_config(job.overrides), directory, plot=False)
+    assert sweep.finished(directory, job) is not None
+    assert sweep.finished(directory, sweep.Job("tiny", "p", {**TINY, "seed": 0, "trajectories_per_agent": 16})) is None
+    summary = json.loads((directory / "summary.json").read_text())
+    (directory / "summary.json").write_text(json.dumps({**summary, "engine_revision": ENGINE_REVISION - 1}))
+    assert sweep.finished(directory, job) is None  # made by older arithmetic: redone
+    (directory / "summary.json").write_text(json.dumps({**summary, "interrupted": True}))
+    assert sweep.finished(directory, job) is None
+
+
+def test_every_named_suite_is_offered_and_builds_valid_jobs() -> None:
+    for name in SWEEP_SUITES:
+        jobs, title = sweep.suite(name, [0, 1], 100, {})
+        configurations = {json.dumps(job.overrides, sort_keys=True) for job in jobs}
+        assert title and len({job.slug for job in jobs}) == len(configurations)  # one run per configuration
+        for job in jobs:
+            resolve_config(job.overrides)
+    jobs, _ = sweep.suite("bucketing", [0], None, {})
+    assert sorted({job.overrides["aggregation"]["rule"] for job in jobs}) == ["bucketing+rfa", "rfa"]

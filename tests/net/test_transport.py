@@ -1,0 +1,96 @@
+"""peer.net.transport on loopback: rounds close as the schedule says, pulls catch up, rejections count.
+
+Real gRPC servers in this process (one per transport), no learning: vectors are made up.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from decbyzpg.v1 import peer_pb2
+
+from peer.engine.schedule import Phase, RoundKey
+from peer.net.client import query_status
+from peer.net.transport import PeerTransport
+from tests.support.netutil import key_of, make_run
+
+pytestmark = pytest.mark.network
+
+DIM = 386  # CartPole's policy (16, 16): what the validator expects from the run file
+DATA = {"num_peers": 5, "num_byzantine": 1, "estimator": {"large_batch": 8, "small_batch": 2}}
+NETWORK = {"round_timeout": 5.0, "startup_timeout": 5.0, "grace": 0.2, "retry_interval": 0.05}
+GRADIENT = RoundKey(0, Phase.GRADIENT)
+
+
+@pytest.fixture()
+def transports(tmp_path):
+    run = make_run(tmp_path, DATA, network=NETWORK)
+    started = []
+    try:
+        for k in range(5):
+            transport = PeerTransport(run, k, key_of(run, k), DIM)
+            transport.start()
+            started.append(transport)
+        yield started
+    finally:
+        for transport in started:
+            transport.stop(grace=0.1)
+
+
+def vector(k: int) -> np.ndarray:
+    return np.full(DIM, float(k), dtype=np.float32)
+
+
+def exchange_all(transports, round_key: RoundKey, senders) -> dict:
+    results = {}
+
+    def one(t: PeerTransport) -> None:
+        results[t.peer_id] = t.exchange(round_key, vector(t.peer_id) if t.peer_id in senders else None)
+
+    threads = [threading.Thread(target=one, args=(t,)) for t in transports]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_a_round_delivers_every_vector_exactly(transports) -> None:
+    results = exchange_all(transports, GRADIENT, senders=range(5))
+    for k, (received, stats) in results.items():
+        assert sorted(received) == [j for j in range(5) if j != k]
+        assert all(np.array_equal(v, vector(j)) for j, v in received.items())
+        assert not stats.timed_out and stats.round_key == GRADIENT
+
+
+def test_a_silent_peer_costs_only_the_grace_period(transports) -> None:
+    """K - f = 4 vectors close the round after `grace`, not at the deadline."""
+    for t in transports:
+        t.first_round = False
+    results = exchange_all(transports[:4], GRADIENT, senders=range(4))
+    for k, (received, stats) in results.items():
+        assert sorted(received) == [j for j in range(4) if j != k]
+        assert not stats.timed_out and stats.seconds < 3.0
+
+
+def test_expected_senders_come_from_the_schedule(transports) -> None:
+    t = transports[2]
+    assert t.expected_senders(GRADIENT) == ({0, 1, 3, 4}, 3)  # q = 4, own vector included
+
+
+def test_garbage_is_rejected_with_its_reason_and_counted(transports) -> None:
+    reason = transports[0].push_raw(1, b"\x00garbage")
+    assert reason == peer_pb2.REJECT_REASON_MALFORMED
+    status = query_status(transports[1].run.peer(1).address, timeout=5.0)
+    assert status["rejected"] == {"MALFORMED": 1} and status["peer_id"] == 1
+
+
+def test_a_late_peer_catches_up_by_pull(transports) -> None:
+    """Peer 4 enters the round after the others finished it; it pulls what it missed."""
+    for t in transports:
+        t.first_round = False
+    exchange_all(transports[:4], GRADIENT, senders=range(4))
+    received, stats = transports[4].exchange(GRADIENT, None)
+    assert sorted(received) == [0, 1, 2, 3] and not stats.timed_out
