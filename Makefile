@@ -24,7 +24,7 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)
 
-## Speed benchmarks (prints figures; see docs/BENCHMARKS.md).
+## Speed benchmarks (prints figures; docs/RESULTS.md tabulates them).
 bench: install
 	$(BIN)/decbyzpg bench $(ARGS)
 

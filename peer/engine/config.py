@@ -56,6 +56,45 @@ ENV_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+# Any other gymnasium id runs with these stated defaults (docs/ALGORITHM.md), its horizon taken
+# from the environment's own time limit; the policy is sized from its spaces.
+GENERIC_PRESET: dict[str, dict[str, Any]] = {
+    "policy": {"hidden": [64, 64], "activation": "tanh"},
+    "optimizer": {"step_size": 1e-3},
+    "estimator": {"gamma": 0.99, "large_batch": 50, "small_batch": 10},
+}
+GENERIC_HORIZON = 1000  # when the environment declares no time limit
+
+
+def env_preset(env_id: Any) -> dict[str, dict[str, Any]]:
+    """The defaults for `env_id`: the paper's preset, or the generic one for any other usable gymnasium id.
+
+    "Usable" means registered, with a flat Box observation and a Discrete or 1-D Box action
+    space (what the policies support); anything else is a one-line ConfigError.
+    """
+    if env_id in ENV_PRESETS:
+        return ENV_PRESETS[env_id]
+    if not isinstance(env_id, str) or not env_id:
+        raise invalid("env", "a gymnasium environment id", env_id)
+    import gymnasium as gym  # only for ids beyond the presets: keeps plain config loading light
+
+    try:
+        spec = gym.spec(env_id)
+        env = gym.make(env_id)
+    except Exception as err:  # unknown id, missing extra (e.g. box2d), broken environment
+        raise ConfigError(f"config error: env {env_id!r} cannot be made: {str(err).splitlines()[0]}") from None
+    try:
+        observation, action = env.observation_space, env.action_space
+    finally:
+        env.close()
+    if not isinstance(observation, gym.spaces.Box) or len(observation.shape) != 1:
+        raise invalid("env", "an environment with a flat Box observation space", f"{env_id}: {observation}")
+    if not (isinstance(action, gym.spaces.Discrete) or (isinstance(action, gym.spaces.Box) and len(action.shape) == 1)):
+        raise invalid("env", "an environment with a Discrete or 1-D Box action space", f"{env_id}: {action}")
+    horizon = spec.max_episode_steps or GENERIC_HORIZON
+    return deep_merge(GENERIC_PRESET, {"estimator": {"horizon": horizon}})
+
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"estimator": {"baseline": False, "importance": "trajectory"}},
     "tuned": {"estimator": {"baseline": True, "importance": "per_decision"}},
@@ -209,10 +248,11 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
     for section in SECTIONS:
         if section in data and not isinstance(data[section], Mapping):
             raise invalid(section, "a table", data[section])
-    env = as_choice("env", data.get("env", RunConfig.env), tuple(ENV_PRESETS))
+    env = data.get("env", RunConfig.env)
+    env_defaults = env_preset(env)
     preset = as_choice("preset", data.get("preset", RunConfig.preset), tuple(PRESETS))
     algorithm = as_choice("algorithm", data.get("algorithm", RunConfig.algorithm), ALGORITHMS)
-    merged = ENV_PRESETS[env]
+    merged = env_defaults
     for layer in (PRESETS[preset], ALGORITHM_PRESETS[algorithm], data):
         merged = deep_merge(merged, layer)
 

@@ -56,10 +56,10 @@ class InProcessRun:
                 reports[k] = done.value
         self.coalition.begin_iteration()
         while pending:
-            round_keys = {out.round_key for out in pending.values()}
-            if len(round_keys) != 1:
-                raise RuntimeError(f"honest peers disagree on the round: {sorted(round_keys)}")
-            round_key = round_keys.pop()
+            current = {out.round_key for out in pending.values()}
+            if len(current) != 1:
+                raise RuntimeError(f"honest peers disagree on the round: {sorted(current)}")
+            round_key = current.pop()
             honest = {k: out.vector for k, out in pending.items() if out.vector is not None}
             messages = self.coalition.round(round_key, honest, sorted(pending))
             for k in list(pending):

@@ -102,3 +102,34 @@ def test_keygen_init_and_identity_checks(tmp_path, capsys) -> None:
     assert main(["init", "--peers", "4", "--byzantine", "0", "--byzantine-peers", "0", "--compose",
                  "--out", str(compose)]) == 0
     assert 'address = "peer-3:50051"' in (compose / "run.toml").read_text()
+
+
+def test_a_config_error_found_late_leaves_nothing_behind(tmp_path, capsys) -> None:
+    """Attack parameters are checked with everything else, before the results directory exists."""
+    out = tmp_path / "never"
+    assert main(["run", "--attack", "alie", "--set", "attack.params.z=abc", "--out", str(out)]) == 2
+    assert "attack.params.z" in capsys.readouterr().err and not out.exists()
+
+
+def test_any_gymnasium_id_runs_and_the_summary_names_its_target(tmp_path, capsys) -> None:
+    out = tmp_path / "acrobot"
+    code = main(["run", "--env", "Acrobot-v1", "--peers", "3", "--byzantine", "0", "--trajectories", "20",
+                 "--set", "estimator.large_batch=10", "--set", "estimator.small_batch=5",
+                 "--set", "estimator.horizon=30", "--out", str(out), "--quiet"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["target_return"] == -100.0  # gymnasium's reward_threshold for Acrobot-v1
+    printed = capsys.readouterr().out
+    assert "trajectories_to_-100" in printed and "trajectories_to_475" not in printed
+
+
+def test_bugs_are_not_disguised_as_user_errors(monkeypatch) -> None:
+    """Only the project's error family becomes a one-line message; anything else keeps its traceback."""
+    import peer.cli.report as report_commands
+
+    def broken(args):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(report_commands, "cmd_bench", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["bench", "--quick"])
