@@ -40,6 +40,10 @@ from peer.engine.schedule import Phase, RoundKey
 Messages = dict[int, dict[int, np.ndarray | None]]  # byzantine id -> receiver -> vector
 
 
+PHASE_NAMES = {"gradient": Phase.GRADIENT, "agreement": Phase.AGREEMENT}
+"""How a run file names the phases an attack acts on (`attack.params.phases`)."""
+
+
 @dataclass(frozen=True)
 class RoundView:
     """What the omniscient adversary knows when it chooses its messages for one round."""
@@ -56,7 +60,7 @@ class Attack:
     """Base class: parameter checking, phase selection and the blend-in default."""
 
     name = "abstract"
-    default_phases: tuple[str, ...] = ("gradient", "agreement")
+    default_phases: tuple[Phase, ...] = (Phase.GRADIENT, Phase.AGREEMENT)
     params_spec: dict[str, type] = {}
     needs_shadow = False
 
@@ -73,14 +77,19 @@ class Attack:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"config error: attack.params.{param} must be finite (got {value!r})")
             setattr(self, param, value)
-        phases = tuple(params.get("phases", self.default_phases))
-        if not phases or not set(phases) <= {"gradient", "agreement"}:
-            raise ConfigError(f"config error: attack.params.phases must list 'gradient' and/or 'agreement' (got {phases!r})")
-        self.phases = phases
+        if "phases" in params:
+            names = params["phases"]
+            if not names or not all(name in PHASE_NAMES for name in names):
+                raise ConfigError("config error: attack.params.phases must list 'gradient' and/or 'agreement' "
+                                  f"(got {names!r})")
+            self.phases = frozenset(PHASE_NAMES[name] for name in names)
+        else:
+            self.phases = frozenset(self.default_phases)
 
     def acts_on(self, round_key: RoundKey) -> bool:
-        phase = "gradient" if round_key.phase == Phase.GRADIENT else "agreement"
-        return phase in self.phases
+        # ByzPG's model round is its parameter exchange: attacks on agreement act on it too
+        exchanged = Phase.GRADIENT if round_key.phase == Phase.GRADIENT else Phase.AGREEMENT
+        return exchanged in self.phases
 
     def messages(self, view: RoundView) -> Messages:
         if not view.honest:
@@ -117,7 +126,7 @@ class RandomAction(Attack):
 
 class LargeNoise(Attack):
     name = "large_noise"
-    default_phases = ("gradient",)
+    default_phases = (Phase.GRADIENT,)
     params_spec = {"scale": float}
     scale = 1000.0
 
@@ -132,7 +141,7 @@ class AvgZero(Attack):
     """Each Byzantine sends -(sum of honest)/f: the mean of all K vectors becomes 0."""
 
     name = "avg_zero"
-    default_phases = ("gradient",)
+    default_phases = (Phase.GRADIENT,)
 
     def craft(self, view: RoundView) -> Messages:
         f = len(view.byzantine_ids)
@@ -233,7 +242,7 @@ class MDAFooling(Attack):
     in its minimum-diameter set and the average drifts that way round after round."""
 
     name = "mda_fooling"
-    default_phases = ("agreement",)
+    default_phases = (Phase.AGREEMENT,)
     params_spec = {"fraction": float, "seed": int}
     fraction = 0.95
     seed = 2

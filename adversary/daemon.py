@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 from adversary.attacks import Attack, RoundView
 from adversary.misbehaviour import Misbehaviour
 from peer.engine import randomness
-from peer.engine.errors import ConfigError
+from peer.engine.errors import ConfigError, ExitCode
 from peer.engine.policy import build_policy, get_flat
 from peer.engine.sampling import Sampler
 from peer.engine.schedule import Schedule
@@ -141,13 +141,13 @@ class ByzantineDaemon:
                 self.transport.set_iteration(t)
                 for round_key in self.schedule.rounds(t):
                     if self.stop_requested.is_set():
-                        return 130
+                        return ExitCode.INTERRUPTED
                     self.play_round(round_key)
                 if t % 10 == 0:
                     self.write_report()
             self.transport.finished = True
             self.transport.linger(self.run.network.linger if linger is None else linger, self.stop_requested)
-            return 0
+            return ExitCode.SUCCESS
         finally:
             self._junk_pool.shutdown(wait=True, cancel_futures=True)
             self.write_report()

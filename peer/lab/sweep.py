@@ -14,7 +14,6 @@ import io
 import json
 import os
 import statistics
-import tomllib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from peer.engine import ENGINE_REVISION
-from peer.engine.config import RunConfig, deep_merge
+from peer.engine.config import build_config, deep_merge, load_toml
 from peer.engine.errors import ConfigError
 from peer.lab.configure import resolve_config
 from peer.net.files import atomic_write, read_metrics
@@ -59,11 +58,11 @@ def _run(label: str, panel: str, overrides: Mapping[str, Any], directory: str) -
 
 
 def finished(directory: Path, job: Job) -> dict[str, Any] | None:
-    """The summary of a finished run of exactly this configuration, else None.
+    """The summary of a finished run of exactly this configuration and engine revision, else None.
 
-    The configuration the run recorded is compared with what the job resolves to now,
-    so a run made before a default changed is redone rather than silently reused (keys
-    the recorded file lacks count as the defaults of that time's dataclasses).
+    The configuration the run recorded is validated again and compared with what the job
+    resolves to now, so a run made before a default changed is redone rather than silently
+    reused.
     """
     path = directory / "summary.json"
     if not path.exists():
@@ -71,9 +70,11 @@ def finished(directory: Path, job: Job) -> dict[str, Any] | None:
     summary = json.loads(path.read_text())
     if summary.get("interrupted") or summary.get("engine_revision") != ENGINE_REVISION:
         return None
-    recorded = deep_merge(RunConfig().to_dict(), tomllib.loads((directory / "config.toml").read_text()))
-    expected = json.loads(json.dumps(resolve_config(job.overrides).to_dict()))
-    return summary if json.loads(json.dumps(recorded)) == expected else None
+    try:
+        recorded = build_config(load_toml(directory / "config.toml"))
+    except ConfigError:  # recorded under options that no longer exist
+        return None
+    return summary if recorded == resolve_config(job.overrides) else None
 
 
 def run_jobs(jobs: Sequence[Job], out: Path, workers: int) -> list[tuple[Job, dict[str, Any]]]:

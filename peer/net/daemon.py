@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from peer.engine.errors import RunStateError
+from peer.engine.errors import ExitCode, RunStateError
 from peer.engine.exchange import Broadcast
 from peer.engine.metrics import IterationMetrics
 from peer.engine.policy import get_flat
@@ -168,10 +168,10 @@ class PeerDaemon:
             self.transport.finished = True
             self.transport.set_iteration(total)
             self.transport.linger(self.run.network.linger if linger is None else linger, self.stop_requested)
-            return 0
+            return ExitCode.SUCCESS
         except Stopped:
             log.info("peer %d stopped at iteration %d; checkpoint kept", self.peer_id, self.machine.t)
-            return 130
+            return ExitCode.INTERRUPTED
         finally:
             self.transport.stop()
             self.machine.sampler.close()
