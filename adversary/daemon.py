@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +43,7 @@ from peer.engine.schedule import Schedule
 from peer.net import wire
 from peer.net.files import atomic_write
 from peer.net.runfile import RunFile
-from peer.net.transport import PeerTransport
+from peer.net.transport import Interrupted, PeerTransport
 
 log = logging.getLogger("decbyzpg.adversary")
 
@@ -79,9 +80,16 @@ class ByzantineDaemon:
         self.junk_replies: Counter[str] = Counter()
         self._junk_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="junk")
         self.stop_requested = threading.Event()
+        self.stop_signal: int | None = None
 
-    def request_stop(self, *_: Any) -> None:
+    def request_stop(self, signum: int | None = None, _frame: Any = None) -> None:
+        """Stop at once, even while waiting inside a round."""
+        self.stop_signal = signum
         self.stop_requested.set()
+        self.transport.interrupted.set()
+
+    def _stopped(self) -> int:
+        return ExitCode.TERMINATED if self.stop_signal == signal.SIGTERM else ExitCode.INTERRUPTED
 
     def play_round(self, round_key) -> None:
         deadline = self.transport.deadline()
@@ -141,14 +149,17 @@ class ByzantineDaemon:
                 self.transport.set_iteration(t)
                 for round_key in self.schedule.rounds(t):
                     if self.stop_requested.is_set():
-                        return ExitCode.INTERRUPTED
+                        return self._stopped()
                     self.play_round(round_key)
                 if t % 10 == 0:
                     self.write_report()
             self.transport.finished = True
             self.transport.linger(self.run.network.linger if linger is None else linger, self.stop_requested)
             return ExitCode.SUCCESS
+        except Interrupted:
+            return self._stopped()
         finally:
             self._junk_pool.shutdown(wait=True, cancel_futures=True)
             self.write_report()
-            self.transport.stop()
+            # stopped by a signal: in-flight calls get a short grace, the orchestrator is waiting
+            self.transport.stop(grace=0.2 if self.stop_requested.is_set() else 1.0)

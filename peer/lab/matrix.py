@@ -28,6 +28,7 @@ from adversary.attacks import make_attack
 from adversary.misbehaviour import Misbehaviour
 from peer.engine import ENGINE_REVISION
 from peer.engine.config import ConfigError, RunConfig, deep_merge, parse_override
+from peer.engine.errors import ExitCode
 from peer.lab.cluster import Cluster, cluster_config, init_run, run_document
 from peer.lab.sweep import markdown_table
 from peer.net.files import atomic_write, read_metrics, toml_safe
@@ -173,7 +174,8 @@ def row_from(directory: Path, cluster: Cluster, summary: dict[str, Any], algorit
         rows = read_metrics(metrics) if metrics.exists() else []
         if not rows or any(r.rounds_timed_out for r in rows):
             stalled = True
-    crashed = sorted(k for k, code in cluster.failed().items() if k in cluster.honest_ids() and code != 130)
+    stopped = (ExitCode.INTERRUPTED, ExitCode.TERMINATED)  # stopped by us, not crashed
+    crashed = sorted(k for k, code in cluster.failed().items() if k in cluster.honest_ids() and code not in stopped)
     row = {
         "algorithm": algorithm, "attack": attack, "seed": seed,
         "final_honest_return": summary.get("final_honest_return"),

@@ -30,13 +30,9 @@ from peer.engine.sampling import ActionFn
 from peer.engine.state_machine import IterationReport, PeerStateMachine
 from peer.net.files import MetricsFile, atomic_write
 from peer.net.runfile import RunFile
-from peer.net.transport import PeerTransport, RoundStats
+from peer.net.transport import Interrupted, PeerTransport, RoundStats
 
 log = logging.getLogger("decbyzpg.peer")
-
-class Stopped(Exception):
-    """Raised inside the run loop when the daemon is asked to stop (SIGTERM, Ctrl-C)."""
-
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
@@ -69,13 +65,17 @@ class PeerDaemon:
         self.transport = PeerTransport(run, peer_id, signing_key, dim)
         self.on_iteration = on_iteration
         self.stop_requested = threading.Event()
+        self.stop_signal: int | None = None
         self.metrics = MetricsFile(self.out_dir / "metrics.csv", self.cfg.num_peers)
         self.checkpoint_path = self.out_dir / "checkpoint.pt"
         self.trajectories = 0
         self.env_steps = 0
 
-    def request_stop(self, *_: Any) -> None:
+    def request_stop(self, signum: int | None = None, _frame: Any = None) -> None:
+        """Stop at once, even inside a round; the last completed iteration's checkpoint is kept."""
+        self.stop_signal = signum
         self.stop_requested.set()
+        self.transport.interrupted.set()
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -97,7 +97,7 @@ class PeerDaemon:
 
     def _exchange(self, out: Broadcast) -> tuple[dict[int, np.ndarray], RoundStats]:
         if self.stop_requested.is_set():
-            raise Stopped
+            raise Interrupted("stop requested between rounds")
         return self.transport.exchange(out.round_key, out.vector)
 
     def run_iteration(self) -> None:
@@ -169,9 +169,10 @@ class PeerDaemon:
             self.transport.set_iteration(total)
             self.transport.linger(self.run.network.linger if linger is None else linger, self.stop_requested)
             return ExitCode.SUCCESS
-        except Stopped:
+        except Interrupted:
             log.info("peer %d stopped at iteration %d; checkpoint kept", self.peer_id, self.machine.t)
-            return ExitCode.INTERRUPTED
+            return ExitCode.TERMINATED if self.stop_signal == signal.SIGTERM else ExitCode.INTERRUPTED
         finally:
-            self.transport.stop()
+            # stopped by a signal: in-flight calls get a short grace, the orchestrator is waiting
+            self.transport.stop(grace=0.2 if self.stop_requested.is_set() else 1.0)
             self.machine.sampler.close()

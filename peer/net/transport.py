@@ -38,6 +38,10 @@ log = logging.getLogger("decbyzpg.transport")
 RETRY_LATER = {peer_pb2.REJECT_REASON_TOO_FAR_AHEAD}
 
 
+class Interrupted(Exception):
+    """Raised out of a round when the peer was asked to stop (SIGTERM, SIGINT) while waiting in it."""
+
+
 @dataclass
 class RoundStats:
     """Per-round timings, summed into the per-iteration metrics."""
@@ -152,6 +156,7 @@ class PeerTransport:
         self.crypto_seconds = 0.0
         self._crypto_lock = threading.Lock()
         self.stopping = threading.Event()
+        self.interrupted = threading.Event()  # set by a signal handler: leave the current round now
         self.first_round = True
         self._seen_finished: set[int] = set()
         self._server: grpc.Server | None = None
@@ -329,6 +334,8 @@ class PeerTransport:
         pending_pulls: dict[int, futures.Future] = {}
         timed_out = False
         while True:
+            if self.interrupted.is_set():
+                raise Interrupted(f"stopped while waiting in round {round_key}")
             have = set(self.store.vectors(round_key)) & expected
             now = self.clock()
             if have == expected:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import signal
 import time
 
@@ -118,3 +119,35 @@ def test_cluster_command_stops_cleanly_on_ctrl_c(tmp_path) -> None:
             if str(out / "run" / "run.toml") in line]
     assert pids == [], f"peer processes left behind: {pids}"
     assert os.path.exists(out / "returns.png")
+
+
+def test_sigterm_inside_a_round_stops_a_peer_within_a_second_and_keeps_its_checkpoint(tmp_path) -> None:
+    """A peer waiting in a round it cannot finish (three of five peers gone) obeys SIGTERM at once.
+
+    Before, the stop flag was read only between rounds, so orchestrators waited out the round
+    deadline (up to startup_timeout in the first round) and then killed the peer.
+    """
+    cluster = _cluster(tmp_path, {**NETWORK, "round_timeout": 120.0})
+    try:
+        _wait_for_iteration(cluster, 0, 3)
+        for k in (2, 3, 4):
+            cluster.kill(k, signal.SIGKILL)
+        time.sleep(1.5)  # peers 0 and 1 are now inside a round that can only end at its deadline
+        done = len(read_metrics(cluster.peer_dir(0) / "metrics.csv"))
+        sent = datetime.datetime.now()
+        cluster.kill(0, signal.SIGTERM)
+        code = cluster.procs[0].wait(10)
+        exited = (datetime.datetime.now() - sent).total_seconds()
+    finally:
+        cluster.stop_all()
+    log = (cluster.peer_dir(0) / "daemon.log").read_text().splitlines()
+    stopped = [line for line in log if "checkpoint kept" in line]
+    assert code == 143 and stopped, (code, log[-3:])
+    # the round is left at once; the rest is the interpreter's exit (torch, grpc) on a busy machine
+    left_round = (datetime.datetime.strptime(stopped[0][:23], "%Y-%m-%d %H:%M:%S,%f") - sent).total_seconds()
+    print(f"SIGTERM -> round left in {left_round:.3f} s, process exited in {exited:.3f} s")
+    assert left_round < 1.0 and exited < 5.0, (left_round, exited)
+    import torch
+
+    checkpoint = torch.load(cluster.peer_dir(0) / "checkpoint.pt", weights_only=False)
+    assert checkpoint["machine"]["t"] == len(read_metrics(cluster.peer_dir(0) / "metrics.csv")) >= done
