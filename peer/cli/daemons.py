@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from peer.cli.common import add_config_flags, config_data
+from peer.cli.common import add_config_flags, config_data, csv_list
 from peer.engine.config import parse_override
 from peer.engine.errors import ConfigError, ExitCode, KeyFileError
 from peer.lab.configure import MAIN_JOB_ATTACK, MAIN_JOB_BYZANTINE, MAIN_JOB_PEERS
@@ -54,11 +54,15 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from peer.lab.cluster import cluster_config, init_run
+    from peer.net.runfile import parse_network
 
-    cfg = cluster_config(args.peers, args.byzantine, config_data(args, {}))
+    data = config_data(args, {})
+    network = data.pop("network", {})  # --set network.round_timeout=30 etc. go to the run file's [network]
+    parse_network(network)  # validated before anything is written
+    cfg = cluster_config(args.peers, args.byzantine, data)
     byzantine = list(range(args.peers - args.byzantine_peers, args.peers)) if args.byzantine_peers else []
     path = init_run(Path(args.out), cfg, byzantine, args.attack, host=args.host, base_port=args.base_port,
-                    compose=args.compose, overwrite=args.force)
+                    compose=args.compose, overwrite=args.force, addresses=args.addresses, network=network)
     print(f"wrote {path} and {args.peers} keys in {Path(args.out) / 'keys'}")
     return ExitCode.SUCCESS
 
@@ -160,6 +164,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     init.add_argument("--host", default="127.0.0.1")
     init.add_argument("--base-port", type=int, default=50100)
     init.add_argument("--compose", action="store_true", help="addresses peer-<id>:50051 for docker compose")
+    init.add_argument("--addresses", type=csv_list, metavar="HOST:PORT,...",
+                      help="one listening address per peer, in id order (peers on separate machines)")
     init.add_argument("--out", required=True, help="run directory to create")
     init.add_argument("--force", action="store_true", help="replace an existing run file and keys")
     init.set_defaults(func=cmd_init)

@@ -32,7 +32,18 @@ from peer.net.crypto import generate_key
 from peer.net.files import atomic_write, read_metrics, toml_safe
 
 
-def roster_addresses(num_peers: int, host: str, base_port: int, compose: bool) -> list[str]:
+def roster_addresses(num_peers: int, host: str, base_port: int, compose: bool,
+                     explicit: Sequence[str] | None = None) -> list[str]:
+    """Where each peer listens: `explicit` (one host:port per peer, e.g. one machine each),
+    compose service names, or consecutive ports on one host."""
+    if explicit:
+        if len(explicit) != num_peers:
+            raise ConfigError(f"config error: --addresses lists {len(explicit)} addresses for {num_peers} peers")
+        for address in explicit:
+            host_part, _, port = address.rpartition(":")
+            if not host_part or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"config error: --addresses: {address!r} is not host:port")
+        return list(explicit)
     if compose:  # one container per peer, each reachable by its service name
         return [f"peer-{k}:50051" for k in range(num_peers)]
     return [f"{host}:{base_port + k}" for k in range(num_peers)]
@@ -62,15 +73,15 @@ def run_document(cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str 
 def init_run(directory: Path, cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str = MAIN_JOB_ATTACK,
              attack_params: Mapping[str, Any] | None = None, host: str = "127.0.0.1", base_port: int = 50100,
              compose: bool = False, network: Mapping[str, Any] | None = None, overwrite: bool = False,
-             adversary: Mapping[str, Any] | None = None) -> Path:
+             adversary: Mapping[str, Any] | None = None, addresses: Sequence[str] | None = None) -> Path:
     """Write run.toml and keys/<id>.key for a K-peer run; returns the run file's path."""
     directory = Path(directory)
     run_file = directory / "run.toml"
     if run_file.exists() and not overwrite:
         raise ConfigError(f"config error: {run_file} exists; pass --force to replace it and its keys")
+    addresses = roster_addresses(cfg.num_peers, host, base_port, compose, addresses)
     keys_dir = directory / "keys"
     keys_dir.mkdir(parents=True, exist_ok=True)
-    addresses = roster_addresses(cfg.num_peers, host, base_port, compose)
     peers = []
     for k in range(cfg.num_peers):
         public = generate_key(keys_dir / f"{k}.key", overwrite=overwrite)

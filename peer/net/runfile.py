@@ -37,6 +37,10 @@ class NetworkConfig:
     window_ahead: int = 2  # accept messages at most this many iterations ahead
     retain_iterations: int = 64  # keep received messages this long for late peers' Pull
     linger: float = 60.0  # after the last iteration, serve late peers until all are done, at most this long
+    # Test only: hold every outgoing Push and Pull this long (plus up to `inject_jitter`, uniform)
+    # before sending, to emulate one-way link delay where the kernel has no netem.
+    inject_delay: float = 0.0
+    inject_jitter: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,13 @@ class RunFile:
         return {p.id: public_key_from_text(p.public_key) for p in self.peers}
 
 
-def _network(data: Mapping[str, Any]) -> NetworkConfig:
+ZERO_ALLOWED = {"linger", "grace", "inject_delay", "inject_jitter"}  # the other durations must be > 0
+
+
+def parse_network(data: Any) -> NetworkConfig:
+    """Validate a run file's [network] table (missing keys take the defaults)."""
+    if not isinstance(data, Mapping):
+        raise invalid("network", "a table", data)
     check_keys("network", data, {f.name for f in fields(NetworkConfig)})
     d = NetworkConfig()
     values: dict[str, Any] = {}
@@ -79,7 +89,7 @@ def _network(data: Mapping[str, Any]) -> NetworkConfig:
         if f.type in ("int", int):
             values[f.name] = as_int(f"network.{f.name}", raw, 1)
         else:
-            values[f.name] = as_float(f"network.{f.name}", raw, 0, low_open=f.name != "linger" and f.name != "grace")
+            values[f.name] = as_float(f"network.{f.name}", raw, 0, low_open=f.name not in ZERO_ALLOWED)
     if values["grace"] > values["round_timeout"]:
         raise invalid("network.grace", f"at most network.round_timeout ({values['round_timeout']})", values["grace"])
     return NetworkConfig(**values)
@@ -125,7 +135,7 @@ def parse_run_file(data: Mapping[str, Any], path: Path | None = None) -> RunFile
     # lies: num_byzantine is the bound f every honest peer assumes.
     data.pop("attack", None)
     cfg = build_config(data, in_process=False)
-    return RunFile(cfg, _network(network), _roster(roster, cfg.num_peers), dict(adversary), path)
+    return RunFile(cfg, parse_network(network), _roster(roster, cfg.num_peers), dict(adversary), path)
 
 
 def load_run_file(path: str | Path) -> RunFile:

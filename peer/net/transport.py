@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from concurrent import futures
@@ -56,6 +57,7 @@ class RoundStats:
 class _Outgoing:
     envelope: peer_pb2.SignedMessage
     deadline: float
+    not_before: float = 0.0  # injected link delay (network.inject_delay, tests only)
 
 
 class _DeliveryWorker(threading.Thread):
@@ -72,6 +74,9 @@ class _DeliveryWorker(threading.Thread):
         while True:
             item = self.queue.get()
             if item is None:
+                return
+            hold = item.not_before - time.monotonic()
+            if hold > 0 and self.transport.stopping.wait(hold):
                 return
             while not self.transport.stopping.is_set() and time.monotonic() < item.deadline:
                 try:
@@ -156,7 +161,8 @@ class PeerTransport:
         self.crypto_seconds = 0.0
         self._crypto_lock = threading.Lock()
         self.stopping = threading.Event()
-        self.interrupted = threading.Event()  # set by a signal handler: leave the current round now
+        self.interrupted = threading.Event()
+        self._delay_rng = random.Random(peer_id)  # set by a signal handler: leave the current round now
         self.first_round = True
         self._seen_finished: set[int] = set()
         self._server: grpc.Server | None = None
@@ -279,7 +285,7 @@ class PeerTransport:
             ident = id(vector)
             envelope = signed.get(ident) or self.sign(round_key, vector)
             signed[ident] = envelope
-            self._workers[receiver].queue.put(_Outgoing(envelope, deadline))
+            self._workers[receiver].queue.put(_Outgoing(envelope, deadline, time.monotonic() + self._link_delay()))
         if len(signed) == 1:
             with self.own_lock:
                 self.own[round_key] = next(iter(signed.values()))
@@ -288,7 +294,15 @@ class PeerTransport:
         self.send(round_key, {other: vector for other in self.others}, deadline)
 
     # ------------------------------------------------------------------ collecting
+    def _link_delay(self) -> float:
+        """Injected one-way delay for one message (0 unless the run file asks for it)."""
+        net = self.run.network
+        return net.inject_delay + (self._delay_rng.uniform(0.0, net.inject_jitter) if net.inject_jitter else 0.0)
+
     def _pull(self, source: int, round_key: RoundKey) -> None:
+        delay = self._link_delay()
+        if delay and self.stopping.wait(delay):
+            return
         request = peer_pb2.PullRequest(run_id=self.run_id, iteration=round_key.iteration, phase=int(round_key.phase),
                                        round=round_key.round)
         try:
