@@ -22,7 +22,7 @@ from peer.engine.schedule import RoundKey
 from peer.net import wire
 
 KINDS = ("invalid_signature", "replay", "wrong_run", "impersonation", "garbage", "oversized", "non_finite",
-         "wrong_length", "flood_future", "equivocation")
+         "wrong_length", "flood_future", "equivocation", "padded")
 
 # What an honest receiver answers to each kind (tests check this; docs/ATTACKS.md lists it).
 EXPECTED_REASON = {
@@ -36,7 +36,10 @@ EXPECTED_REASON = {
     "wrong_length": "BAD_LENGTH",
     "flood_future": "TOO_FAR_AHEAD",
     "equivocation": "EQUIVOCATION",
+    "padded": "NON_CANONICAL",
 }
+
+PADDING_BYTES = 100_000  # inside a validly signed body: an unknown protobuf field of zeros
 
 
 @dataclass
@@ -135,4 +138,18 @@ def craft(kind: str, signing_key: Any, run_id: bytes, round_key: RoundKey, sende
             return []
         previous = max(earlier)
         return [wire.sign_body(signing_key, sender, _body(run_id, previous, sender, vector)).SerializeToString()]
+    if kind == "padded":  # correct vector, validly signed, plus an unknown field: bloats stores and relays
+        body = _body(run_id, round_key, sender, vector) + unknown_field(PADDING_BYTES)
+        return [wire.sign_body(signing_key, sender, body).SerializeToString()]
     raise ValueError(f"unknown misbehaviour {kind!r}")
+
+
+def unknown_field(size: int, number: int = 99) -> bytes:
+    """A length-delimited protobuf field no RoundMessage declares, carrying `size` zero bytes."""
+    header = bytearray()
+    for value in ((number << 3) | 2, size):
+        while value >= 0x80:
+            header.append((value & 0x7F) | 0x80)
+            value >>= 7
+        header.append(value)
+    return bytes(header) + bytes(size)

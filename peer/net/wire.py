@@ -16,9 +16,11 @@ Security reasoning, in the order a message meets it:
   key pinned for that id in the run's roster.  There is no other notion of identity.
 * **Verify before parse.**  The signature is checked over the exact `body` bytes that
   arrived, prefixed by `DOMAIN`, before the body is parsed.  Unauthenticated bytes never
-  reach the RoundMessage parser, and since the receiver never re-serializes, there is no
-  canonical-encoding question: the signature covers precisely what was sent (unknown
-  fields included), and anyone holding the envelope can re-verify it.
+  reach the RoundMessage parser; anyone holding the envelope can re-verify it.
+* **Canonical bodies only.**  A body must be exactly the canonical encoding of what it
+  parses to (fields in number order, defaults omitted, no unknown fields), else
+  NON_CANONICAL: a validly signed message can carry no padding, so what a peer stores and
+  relays is never larger than an honest message.
 * **Domain separation.**  `DOMAIN` ties a signature to this purpose and protocol
   version; a signature made by the same key for anything else cannot be replayed as a
   round message (and vice versa).
@@ -286,7 +288,11 @@ class Validator:
         else:
             return Verdict(_R.REJECT_REASON_MALFORMED)
 
-        # 3. sender identity (still unauthenticated)
+        # 3. every field present: an empty or field-less envelope is malformed, not a claim by peer 0
+        if not env.body or len(env.signature) != crypto.SIGNATURE_BYTES:
+            return Verdict(_R.REJECT_REASON_MALFORMED, env.sender if env.sender in self.roster else None)
+
+        # 4. sender identity (still unauthenticated)
         sender = env.sender
         public_key = self.roster.get(sender)
         if public_key is None:
@@ -294,16 +300,20 @@ class Validator:
         if sender == self.self_id:
             return Verdict(_R.REJECT_REASON_SELF, sender)
 
-        # 4. signature over the exact bytes received -- before parsing them
+        # 5. signature over the exact bytes received -- before parsing them
         body_bytes = env.body
         if not crypto.verify(public_key, DOMAIN, body_bytes, env.signature):
             return Verdict(_R.REJECT_REASON_BAD_SIGNATURE, sender)
 
-        # 5. from here on the body is authentic: the sender really signed it
+        # 6. from here on the body is authentic: the sender really signed it
         try:
             body = peer_pb2.RoundMessage.FromString(body_bytes)
         except (DecodeError, ValueError, TypeError):
             return Verdict(_R.REJECT_REASON_MALFORMED, sender)
+        # 7. canonical bytes only, so a stored and relayed message is never larger than an honest one
+        body.DiscardUnknownFields()  # protobuf would otherwise re-emit them
+        if body.SerializeToString() != body_bytes:
+            return Verdict(_R.REJECT_REASON_NON_CANONICAL, sender)
         if body.sender != sender:
             return Verdict(_R.REJECT_REASON_SENDER_MISMATCH, sender)
         if body.run_id != self.run_id:

@@ -10,6 +10,7 @@ import pytest
 
 from peer.cli.main import main
 from peer.net.files import read_metrics
+from peer.net.runfile import load_run_file
 
 
 def test_run_writes_a_complete_results_directory(tmp_path, capsys) -> None:
@@ -133,3 +134,16 @@ def test_bugs_are_not_disguised_as_user_errors(monkeypatch) -> None:
     monkeypatch.setattr(report_commands, "cmd_bench", broken)
     with pytest.raises(ValueError, match="a bug"):
         main(["bench", "--quick"])
+
+
+def test_init_for_separate_hosts_writes_given_addresses_and_network_settings(tmp_path, capsys) -> None:
+    out = tmp_path / "hosts"
+    addresses = ",".join(f"10.1.0.{k}:50051" for k in range(5))
+    assert main(["init", "--peers", "5", "--byzantine", "1", "--byzantine-peers", "1", "--addresses", addresses,
+                 "--set", "network.round_timeout=30", "--out", str(out)]) == 0
+    run = load_run_file(out / "run.toml")
+    assert [p.address for p in run.peers] == addresses.split(",") and run.network.round_timeout == 30.0
+    assert main(["init", "--peers", "5", "--addresses", "10.1.0.1:1", "--out", str(tmp_path / "x")]) == 2
+    assert "5 peers" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(["init", "--peers", "5", "--set", "network.grace=-1", "--out", str(tmp_path / "y")]) == 2
+    assert "network.grace" in capsys.readouterr().err and not (tmp_path / "y").exists()

@@ -151,13 +151,21 @@ CASES: dict[str, tuple[Callable[[], Any], int]] = {
     "none": (lambda: None, RR.REJECT_REASON_MALFORMED),
     "signed garbage body": (_garbage_body_signed, RR.REJECT_REASON_MALFORMED),
     "unknown sender": (lambda: signed(body(sender=99), sender=99, signer=STRANGER), RR.REJECT_REASON_UNKNOWN_SENDER),
-    "empty envelope, sender 0 is self": (lambda: b"", RR.REJECT_REASON_SELF),
+    "empty envelope": (lambda: b"", RR.REJECT_REASON_MALFORMED),
+    "empty envelope object": (lambda: peer_pb2.SignedMessage(), RR.REJECT_REASON_MALFORMED),
+    "no body": (lambda: peer_pb2.SignedMessage(sender=1, signature=b"\0" * 64), RR.REJECT_REASON_MALFORMED),
+    "short signature": (lambda: peer_pb2.SignedMessage(sender=1, body=body(), signature=b"\0" * 63),
+                        RR.REJECT_REASON_MALFORMED),
+    "padding inside the signed body": (lambda: signed(body() + unknown_field(1000)), RR.REJECT_REASON_NON_CANONICAL),
+    "explicit default field": (lambda: signed(body() + b"\x20\x00"), RR.REJECT_REASON_NON_CANONICAL),
     "own id": (lambda: signed(body(sender=SELF), sender=SELF), RR.REJECT_REASON_SELF),
     "tampered body": (_tampered, RR.REJECT_REASON_BAD_SIGNATURE),
     "impersonation": (lambda: signed(body(sender=2), sender=2, signer=KEYS[3]), RR.REJECT_REASON_BAD_SIGNATURE),
     "stranger's key": (lambda: signed(body(), sender=1, signer=STRANGER), RR.REJECT_REASON_BAD_SIGNATURE),
     "signature without domain": (_undomained, RR.REJECT_REASON_BAD_SIGNATURE),
-    "empty signature": (lambda: peer_pb2.SignedMessage(sender=1, body=body()), RR.REJECT_REASON_BAD_SIGNATURE),
+    "empty signature": (lambda: peer_pb2.SignedMessage(sender=1, body=body()), RR.REJECT_REASON_MALFORMED),
+    "zero signature": (lambda: peer_pb2.SignedMessage(sender=1, body=body(), signature=b"\0" * 64),
+                       RR.REJECT_REASON_BAD_SIGNATURE),
     "relabelled sender": (lambda: signed(body(sender=2), sender=3), RR.REJECT_REASON_SENDER_MISMATCH),
     "wrong run": (lambda: signed(body(run_id=OTHER_RUN)), RR.REJECT_REASON_WRONG_RUN),
     "no run id": (lambda: signed(body(run_id=b"")), RR.REJECT_REASON_WRONG_RUN),
@@ -241,29 +249,32 @@ def test_size_limit_boundary() -> None:
     assert v.check(padded.SerializeToString(), NOW).reason == RR.REJECT_REASON_TOO_LARGE
 
 
-def test_unknown_fields_are_covered_by_the_signature() -> None:
-    """A validly signed body with extra fields is verified over exactly the bytes sent."""
+def test_unknown_fields_are_refused_even_when_signed() -> None:
+    """A validly signed body with extra fields is not canonical: it could carry padding."""
     extra = body() + b"\xf8\x06\x2a"  # field 111 (varint) = 42, unknown to us
     env = signed(extra)
-    verdict = make_validator().check(env, NOW)
-    assert verdict.accepted
-    assert verdict.envelope is not None and verdict.envelope.body == extra  # kept byte-for-byte
+    assert make_validator().check(env, NOW).reason == RR.REJECT_REASON_NON_CANONICAL
     # Stripping the extra bytes (what a re-serializing relay might do) breaks the signature.
     stripped = peer_pb2.SignedMessage(sender=1, body=body(), signature=env.signature)
     assert make_validator().check(stripped, NOW).reason == RR.REJECT_REASON_BAD_SIGNATURE
 
 
-def test_non_canonical_encoding_verified_as_sent() -> None:
-    """Fields in reverse order: not what SerializeToString produces, yet signed, so valid."""
+def test_a_megabyte_of_signed_padding_is_neither_stored_nor_relayed() -> None:
+    """Finding 3 of the security review: 1 MB inside a validly signed body used to be accepted."""
+    padded = signed(body() + unknown_field(1_000_000))
+    verdict = make_validator(max_message_bytes=2 << 20).check(padded, NOW)
+    assert verdict.reason == RR.REJECT_REASON_NON_CANONICAL and verdict.envelope is None
+
+
+def test_non_canonical_field_order_is_refused() -> None:
+    """Fields in reverse order: validly signed, but not the canonical encoding of the message."""
     parts = peer_pb2.RoundMessage.FromString(body())
     reversed_body = b"".join(
         peer_pb2.RoundMessage(**{name: getattr(parts, name)}).SerializeToString()
         for name in ["vector", "length", "sender", "round", "phase", "iteration", "run_id"]
     )
     assert reversed_body != body()
-    verdict = make_validator().check(signed(reversed_body), NOW)
-    assert verdict.accepted and verdict.envelope is not None and verdict.envelope.body == reversed_body
-    assert bits(verdict.vector) == bits(VEC)  # type: ignore[arg-type]
+    assert make_validator().check(signed(reversed_body), NOW).reason == RR.REJECT_REASON_NON_CANONICAL
 
 
 def test_envelope_is_cleaned_of_unsigned_extras() -> None:

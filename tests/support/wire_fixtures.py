@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from decbyzpg.v1 import peer_pb2
 from hypothesis import HealthCheck, settings
 
+from adversary.misbehaviour import unknown_field  # noqa: F401  (re-exported for the wire tests)
 from peer.engine.schedule import Phase, RoundKey, RoundShape
 from peer.net import crypto, wire
 from peer.net.wire import DOMAIN, Validator, Verdict
@@ -70,17 +71,6 @@ def accepted(sender: int = 1, key: RoundKey = G0, vec: np.ndarray = VEC, validat
     verdict = (validator or make_validator()).check(env, NOW)
     assert verdict.accepted, verdict.reason_name
     return verdict
-
-
-def unknown_field(n: int, number: int = 99) -> bytes:
-    """A length-delimited field unknown to RoundMessage carrying `n` zero bytes."""
-    out = bytearray()
-    for value in ((number << 3) | 2, n):
-        while value >= 0x80:
-            out.append((value & 0x7F) | 0x80)
-            value >>= 7
-        out.append(value)
-    return bytes(out) + b"\0" * n
 
 
 def bits(a: np.ndarray) -> list[int]:

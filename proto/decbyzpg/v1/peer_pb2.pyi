@@ -32,6 +32,7 @@ class RejectReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REJECT_REASON_DUPLICATE: _ClassVar[RejectReason]
     REJECT_REASON_EQUIVOCATION: _ClassVar[RejectReason]
     REJECT_REASON_SELF: _ClassVar[RejectReason]
+    REJECT_REASON_NON_CANONICAL: _ClassVar[RejectReason]
 PHASE_UNSPECIFIED: Phase
 PHASE_GRADIENT: Phase
 PHASE_AGREEMENT: Phase
@@ -52,6 +53,7 @@ REJECT_REASON_NON_FINITE: RejectReason
 REJECT_REASON_DUPLICATE: RejectReason
 REJECT_REASON_EQUIVOCATION: RejectReason
 REJECT_REASON_SELF: RejectReason
+REJECT_REASON_NON_CANONICAL: RejectReason
 
 class RoundMessage(_message.Message):
     __slots__ = ("run_id", "iteration", "phase", "round", "sender", "length", "vector")
