@@ -152,6 +152,7 @@ class PeerDaemon:
             "peer_id": self.peer_id, "iteration": self.machine.t, "accepted": transport.accepted,
             "rejected": transport.rejections.counts(), "equivocators": sorted(transport.store.equivocators()),
             "evidence": len(transport.store.evidence()),
+            "junk_relayed_by": {str(k): v for k, v in sorted(transport.junk_by_source.items())},
         }, indent=2) + "\n", durable=False)
 
     def serve(self, bind: str | None = None, linger: float | None = None) -> int:

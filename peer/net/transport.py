@@ -18,9 +18,10 @@ import queue
 import random
 import threading
 import time
+from collections import Counter
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import grpc
 import numpy as np
@@ -143,6 +144,7 @@ class PeerTransport:
         self.peer_id = peer_id
         self.signing_key = signing_key
         self.run_id = run.run_id
+        self.dim = dim
         self.clock = clock
         self.others = [p.id for p in run.peers if p.id != peer_id]
         cfg = run.config
@@ -162,7 +164,10 @@ class PeerTransport:
         self._crypto_lock = threading.Lock()
         self.stopping = threading.Event()
         self.interrupted = threading.Event()
-        self._delay_rng = random.Random(peer_id)  # set by a signal handler: leave the current round now
+        self._delay_rng = random.Random(peer_id)
+        self.junk_by_source: Counter[int] = Counter()  # rejected envelopes each peer relayed to us by Pull
+        self._pull_strikes: Counter[int] = Counter()
+        self._pull_backoff_until: dict[int, float] = {}  # set by a signal handler: leave the current round now
         self.first_round = True
         self._seen_finished: set[int] = set()
         self._server: grpc.Server | None = None
@@ -189,7 +194,8 @@ class PeerTransport:
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self.health.set("decbyzpg.v1.Peer", health_pb2.HealthCheckResponse.SERVING)
         # A Pull reply may carry one message per roster entry.
-        client_limit = (len(self.run.peers) + 1) * self.run.network.max_message_bytes
+        # A Pull reply may carry one honest-sized message per roster member, and no more.
+        client_limit = len(self.run.peers) * (wire.max_envelope_bytes(self.dim) + 16) + 1024
         client_options = [("grpc.max_receive_message_length", client_limit), ("grpc.max_send_message_length", limit)]
         for other in self.others:
             channel = grpc.insecure_channel(self.run.peer(other).address, options=client_options)
@@ -242,7 +248,8 @@ class PeerTransport:
                     del self.own[round_key]
 
     # ------------------------------------------------------------------ receiving
-    def receive(self, envelope: peer_pb2.SignedMessage | bytes) -> int:
+    def receive(self, envelope: peer_pb2.SignedMessage | bytes, via: int | None = None) -> int:
+        """Validate and store one envelope; `via` is the peer that relayed it (a Pull reply), if any."""
         started = time.perf_counter()
         verdict = self.validator.check(envelope, self.iteration)
         with self._crypto_lock:
@@ -253,7 +260,10 @@ class PeerTransport:
         if reason == wire.ACCEPTED:
             self.accepted += 1
         elif reason != peer_pb2.REJECT_REASON_DUPLICATE:
-            self.rejections.record(reason, sender=verdict.sender)
+            self.rejections.record(reason, sender=verdict.sender, origin=None if via is None else f"pull from peer {via}")
+            if via is not None:
+                with self._crypto_lock:
+                    self.junk_by_source[via] += 1
         return reason
 
     def held(self, round_key: RoundKey) -> list[peer_pb2.SignedMessage]:
@@ -309,9 +319,42 @@ class PeerTransport:
             reply = self._stubs[source].Pull(request, timeout=self.run.network.push_timeout)
         except grpc.RpcError:
             return
-        for envelope in reply.messages:
-            if envelope.sender != self.peer_id:
-                self.receive(envelope)
+        self.accept_pulled(source, round_key, reply.messages)
+
+    def pull_paused(self, source: int, now: float | None = None) -> bool:
+        """Whether `source` is skipped for pulls because it recently relayed junk."""
+        return self._pull_backoff_until.get(source, 0.0) > (self.clock() if now is None else now)
+
+    def accept_pulled(self, source: int, round_key: RoundKey, envelopes: Sequence[peer_pb2.SignedMessage]) -> int:
+        """Verify what a Pull from `source` returned, at a bounded cost; returns how many were verified.
+
+        An honest reply holds at most one envelope per roster member.  Only envelopes from
+        senders still missing in this round are looked at, the first per sender, at most one
+        per roster member: a source that answers with thousands of junk envelopes costs this
+        peer at most K checks.  Everything rejected is charged to `source` as well as to the
+        claimed sender, and a source that delivered junk is not pulled from again for a while.
+        """
+        have = set(self.store.vectors(round_key)) | {self.peer_id}
+        checked: set[int] = set()
+        junk_before = self.junk_by_source[source]
+        for envelope in envelopes[: len(self.run.peers)]:
+            claimed = envelope.sender
+            if claimed in have or claimed in checked:
+                continue
+            checked.add(claimed)
+            self.receive(envelope, via=source)
+        if len(envelopes) > len(self.run.peers):
+            with self._crypto_lock:
+                self.junk_by_source[source] += len(envelopes) - len(self.run.peers)
+            log.warning("pull reply from peer %d held %d envelopes (at most %d possible); the rest were dropped",
+                        source, len(envelopes), len(self.run.peers))
+        if self.junk_by_source[source] > junk_before:
+            strikes = self._pull_strikes[source] = self._pull_strikes[source] + 1
+            self._pull_backoff_until[source] = self.clock() + min(
+                self.run.network.round_timeout / 4, self.run.network.retry_interval * 2 ** strikes)
+        else:
+            self._pull_strikes[source] = 0
+        return len(checked)
 
     def push_raw(self, receiver: int, data: bytes) -> int | None:
         """Push arbitrary bytes as an envelope (Byzantine daemons' protocol misbehaviour).
@@ -363,6 +406,8 @@ class PeerTransport:
                 break
             if now >= next_pull:
                 for source in (expected - have) | set(also_pull):
+                    if self.pull_paused(source, now):
+                        continue  # it delivered junk recently
                     future = pending_pulls.get(source)
                     if future is None or future.done():
                         pending_pulls[source] = self._pull_pool.submit(self._pull, source, round_key)

@@ -94,3 +94,16 @@ def test_a_late_peer_catches_up_by_pull(transports) -> None:
     exchange_all(transports[:4], GRADIENT, senders=range(4))
     received, stats = transports[4].exchange(GRADIENT, None)
     assert sorted(received) == [0, 1, 2, 3] and not stats.timed_out
+
+
+def test_a_junk_pull_reply_costs_at_most_k_checks_and_is_charged_to_its_source(transports) -> None:
+    """Finding 2 of the security review: a Byzantine peer answered Pull with ~5 MiB of envelopes
+    claiming another sender; the puller verified all 868,389 and blamed the claimed sender."""
+    puller = transports[0]
+    forged = [peer_pb2.SignedMessage(sender=2, body=b"\x08\x01", signature=bytes(64)) for _ in range(10_000)]
+    forged += [peer_pb2.SignedMessage(sender=k, body=b"\x08\x01", signature=bytes(64)) for k in (1, 3, 4)]
+    checked = puller.accept_pulled(4, GRADIENT, forged)
+    assert checked == 1  # only the first envelope per claimed sender, and only K of them at all
+    assert puller.junk_by_source[4] >= 10_000 - 5  # charged to the peer that relayed them
+    assert puller.rejections.counts() == {"BAD_SIGNATURE": 1}
+    assert puller.pull_paused(4) and not puller.pull_paused(3)  # the junk source is left alone for a while
