@@ -153,6 +153,7 @@ class ByzantineDaemon:
                     self.play_round(round_key)
                 if t % 10 == 0:
                     self.write_report()
+                    log.info("iteration %d/%d played (%s)", t + 1, total, self.attack.name)
             self.transport.finished = True
             self.transport.linger(self.run.network.linger if linger is None else linger, self.stop_requested)
             return ExitCode.SUCCESS

@@ -34,6 +34,8 @@ from peer.net.transport import Interrupted, PeerTransport, RoundStats
 
 log = logging.getLogger("decbyzpg.peer")
 
+LOG_EVERY = 10  # iterations between progress lines in the daemon's log
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -135,6 +137,7 @@ class PeerDaemon:
             crypto_seconds=self.transport.crypto_seconds - crypto_before,
             compute_seconds=report.compute_seconds, seconds=now - started, elapsed_seconds=now - self.started,
         ))
+        self._log_progress(self.metrics.rows[-1])
         save_checkpoint(self.checkpoint_path, {
             "run_id": self.run.run_id, "peer_id": self.peer_id, "machine": self.machine.state_dict(),
             "trajectories": self.trajectories, "env_steps": self.env_steps,
@@ -142,6 +145,21 @@ class PeerDaemon:
         self.write_network_report()
         if self.on_iteration is not None:
             self.on_iteration(report, self.machine)
+
+    def _log_progress(self, row: IterationMetrics) -> None:
+        """One plain line every LOG_EVERY iterations, and for any iteration a round timed out in.
+
+        This is what `docker compose logs -f peer-3` shows: a story, not a progress bar.
+        """
+        last = row.iteration == self.schedule.iteration_count - 1
+        if row.iteration % LOG_EVERY and not row.rounds_timed_out and not last:
+            return
+        own = row.peer_returns.get(self.peer_id)
+        log.info("iteration %d/%d: %d trajectories, return %s, round p50 %s ms, %d rounds timed out, "
+                 "%d rejected so far%s", row.iteration + 1, self.schedule.iteration_count,
+                 row.trajectories_per_agent, "-" if own is None else f"{own:.1f}",
+                 "-" if math.isnan(row.round_p50_ms) else f"{row.round_p50_ms:.1f}", row.rounds_timed_out,
+                 row.rejected, f"; equivocators {row.equivocators}" if row.equivocators else "")
 
     def write_network_report(self) -> None:
         """network.json: rejections by reason, equivocators, evidence count (atomic)."""
