@@ -31,10 +31,11 @@ COMPOSE_HEAD = """\
 #   TRAJECTORIES   budget per agent (default: the run file's, 5000 as in `make run`)
 #   ATTACK         attack of the Byzantine peers (default avg_zero)
 #   SEED           run seed (default 0)
+#   NETWORK        [network] settings of the run file, e.g. NETWORK="grace=10.0, round_timeout=30.0"
 #   UID, GID       user the peers run as and who owns compose/results (default 1000:1000;
 #                  bash does not export UID: `export UID GID=$(id -g)` or put them in .env)
 #   IMAGE          image to run (default decbyzpg:latest, from `make image`)
-# TRAJECTORIES and SEED are read when the run file is made, on the first `up`; later ups
+# TRAJECTORIES, SEED and NETWORK are read when the run file is made, on the first `up`; later ups
 # reuse the run file in the `run` volume (`docker compose down -v` drops it).
 name: decbyzpg
 
@@ -76,6 +77,7 @@ services:
       ATTACK: ${{ATTACK:-avg_zero}}
       TRAJECTORIES: ${{TRAJECTORIES:-}}
       SEED: ${{SEED:-}}
+      NETWORK: ${{NETWORK:-}}
       PEER_UID: ${{UID:-1000}}
       PEER_GID: ${{GID:-1000}}
     volumes:

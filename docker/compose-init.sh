@@ -13,7 +13,9 @@
 #   the peer containers run as; keys stay mode 0600 (the daemon refuses looser ones).
 #
 # Environment: PEERS, BYZANTINE (bound f and number of Byzantine peers, the highest
-# ids), ATTACK, TRAJECTORIES (empty: the run file's default), SEED, PEER_UID, PEER_GID.
+# ids), ATTACK, TRAJECTORIES (empty: the run file's default), SEED, PEER_UID, PEER_GID,
+# NETWORK: settings for the run file's [network] table (docs/PROTOCOL.md), separated by
+# commas or spaces, e.g. "grace=10.0, round_timeout=30.0".
 set -eu
 PEERS=${PEERS:-13}
 BYZANTINE=${BYZANTINE:-3}
@@ -33,6 +35,14 @@ else
     [ -n "${TRAJECTORIES:-}" ] && set -- "$@" --trajectories "$TRAJECTORIES"
     [ -n "${SEED:-}" ] && set -- "$@" --set "seed=$SEED"
     decbyzpg init "$@"
+    if [ -n "${NETWORK:-}" ]; then
+        # `decbyzpg init` writes an empty [network] table; fill it before any peer reads it
+        lines=$(echo "$NETWORK" | tr ', ' '\n\n' | sed -n 's/^\([a-z_]*\)=\(.*\)$/\1 = \2/p')
+        [ -n "$lines" ] || { echo "init: cannot read NETWORK='$NETWORK' (want key=value, ...)" >&2; exit 2; }
+        awk -v lines="$lines" '{ print } $0 == "[network]" { print lines }' /run-data/run.toml > /run-data/run.toml.new
+        mv /run-data/run.toml.new /run-data/run.toml
+        echo "init: [network] $(echo "$lines" | tr '\n' ' ')"
+    fi
     if ls -d /results/peer-* >/dev/null 2>&1; then
         old=/results/previous-$(date -u +%Y%m%d-%H%M%S)
         mkdir -p "$old"
