@@ -50,7 +50,9 @@ fi
 # file system) and .wheelhouse/project (this checkout's wheel).
 rm -rf .wheelhouse; mkdir -p .wheelhouse/deps .wheelhouse/project
 cp -l "$wheels"/*.whl .wheelhouse/deps/ 2>/dev/null || cp "$wheels"/*.whl .wheelhouse/deps/
-"$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir .wheelhouse/project . 2>&1 \
+# fixed timestamps: the same sources give the same wheel bytes, so the build cache holds
+SOURCE_DATE_EPOCH=315532800 "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps \
+    --wheel-dir .wheelhouse/project . 2>&1 \
     | grep -v "is ignored: it is neither a file nor a directory" || true
 ls .wheelhouse/project/decbyzpg-*.whl >/dev/null
 t2=$SECONDS

@@ -245,3 +245,57 @@ def _in_process(engine: Path, out: Path) -> tuple[list[dict[int, str]], dict[int
     theta = {k: _as_array(peer.theta()) for k, peer in local.peers.items()}
     local.close()
     return returns, theta
+
+
+def test_swarm_stack_runs_the_job_on_a_one_node_swarm(docker: str, image: dict[str, float], tmp_path: Path) -> None:
+    """compose/stack.yml on a one-node swarm (made here unless the engine is already in
+    one): run file as a config, keys as secrets, dnsrr endpoints; every task Complete."""
+    import torch
+
+    state = subprocess.run([docker, "info", "-f", "{{.Swarm.LocalNodeState}}"], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    made_swarm = state == "inactive"
+    if made_swarm:
+        subprocess.run([docker, "swarm", "init", "--advertise-addr", "127.0.0.1"], capture_output=True, check=True)
+    elif state != "active":
+        pytest.fail(f"swarm state {state!r}")
+    stack = "decbyzpg-test"
+    workdir = tmp_path / "stack"
+    workdir.mkdir()
+    shutil.copy(ROOT / "compose" / "stack.yml", workdir / "stack.yml")
+    results = tmp_path / "results"
+    results.mkdir()
+    os.chmod(results, 0o777)  # uid 1000 in the containers writes here
+    budget = 200
+    subprocess.run([docker, "run", "--rm", "--network", "none", "-u", f"{os.getuid()}:{os.getgid()}",
+                    "-v", f"{workdir}:/out", IMAGE, "init", "--compose", "--peers", "13", "--byzantine", "3",
+                    "--byzantine-peers", "3", "--trajectories", str(budget), "--out", "/out/run"],
+                   check=True, capture_output=True)
+    env = {**os.environ, "RESULTS": str(results), "IMAGE": IMAGE}
+    try:
+        started = time.monotonic()
+        subprocess.run([docker, "stack", "deploy", "--resolve-image", "never", "-c", "stack.yml", stack], cwd=workdir,
+                       env=env, check=True, capture_output=True, timeout=300)
+        while True:
+            out = subprocess.run([docker, "stack", "ps", stack, "--format", "{{.Name}} {{.CurrentState}} {{.Error}}"],
+                                 capture_output=True, text=True, check=True).stdout.splitlines()
+            states = {line.split()[0]: line for line in out}
+            if len(states) >= 13 and all(" Complete " in s or " Failed " in s or " Rejected " in s
+                                         for s in states.values()):
+                break
+            assert time.monotonic() - started < RUN_TIMEOUT, f"stack still running: {states}"
+            time.sleep(5)
+        seconds = time.monotonic() - started
+    finally:
+        subprocess.run([docker, "stack", "rm", stack], capture_output=True)
+        if made_swarm:
+            time.sleep(3)
+            subprocess.run([docker, "swarm", "leave", "--force"], capture_output=True)
+    _say(f"swarm stack: {budget} trajectories/agent, 13 services, {seconds:.0f} s wall; tasks: "
+         + ", ".join(sorted({s.split()[1] for s in states.values()})))
+    assert len(states) == 13 and all(" Complete " in s for s in states.values()), "\n".join(states.values())
+    lengths = {k: len(_read_csv(results / f"peer-{k}" / "metrics.csv")) for k in range(10)}
+    assert len(set(lengths.values())) == 1 and lengths[0] >= 3, lengths
+    thetas = [_as_array(torch.load(results / f"peer-{k}" / "checkpoint.pt", weights_only=False)["machine"]["theta"])
+              for k in range(10)]
+    assert all(np.array_equal(thetas[0], t) for t in thetas[1:])
