@@ -12,7 +12,7 @@ compose/compose.yaml as it is committed with a small budget, and checks that
 
 It skips only when no Docker engine can be had (.ci/docker-engine.sh failed), and says so
 loudly.  Timings (image build, compose run, in-process run) and the peak memory of the
-containers are printed (`pytest -s` shows them; they are also in the test's report).
+containers are printed (written to the terminal even while pytest captures output).
 """
 
 from __future__ import annotations
@@ -49,8 +49,25 @@ def _docker() -> str:
     return "docker"
 
 
+_REPORTER: list = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _terminal(request):
+    """Timings go straight to the terminal, shown also when pytest captures output."""
+    _REPORTER[:] = [request.config.pluginmanager.get_plugin("terminalreporter")]
+    yield
+    _REPORTER.clear()
+
+
 def _say(text: str) -> None:
-    print(f"[docker test] {text}", file=sys.stderr, flush=True)
+    reporter = _REPORTER[0] if _REPORTER else None
+    if reporter is not None:
+        reporter.ensure_newline()
+        for line in text.splitlines() or [""]:
+            reporter.write_line(f"[docker test] {line}")
+    else:
+        print(f"[docker test] {text}", file=sys.stderr, flush=True)
 
 
 def _loud_skip(reason: str) -> None:
