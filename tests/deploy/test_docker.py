@@ -43,31 +43,40 @@ def _docker() -> str:
     """A client that can build with BuildKit: the one on PATH if it has buildx, else docker.io's."""
     if os.environ.get("DOCKER"):
         return os.environ["DOCKER"]
-    if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode != 0 \
-            and Path("/usr/bin/docker").exists():
+    if not _succeeds(["docker", "buildx", "version"]) and Path("/usr/bin/docker").exists():
         return "/usr/bin/docker"
     return "docker"
 
 
-_REPORTER: list = []
+def _succeeds(command: list[str]) -> bool:
+    try:
+        return subprocess.run(command, capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+_CONFIG: list = []
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _terminal(request):
     """Timings go straight to the terminal, shown also when pytest captures output."""
-    _REPORTER[:] = [request.config.pluginmanager.get_plugin("terminalreporter")]
+    _CONFIG[:] = [request.config]
     yield
-    _REPORTER.clear()
+    _CONFIG.clear()
 
 
 def _say(text: str) -> None:
-    reporter = _REPORTER[0] if _REPORTER else None
-    if reporter is not None:
+    config = _CONFIG[0] if _CONFIG else None
+    reporter = config.pluginmanager.get_plugin("terminalreporter") if config else None
+    capture = config.pluginmanager.get_plugin("capturemanager") if config else None
+    if reporter is None or capture is None:
+        print(f"[docker test] {text}", file=sys.stderr, flush=True)
+        return
+    with capture.global_and_fixture_disabled():
         reporter.ensure_newline()
         for line in text.splitlines() or [""]:
             reporter.write_line(f"[docker test] {line}")
-    else:
-        print(f"[docker test] {text}", file=sys.stderr, flush=True)
 
 
 def _loud_skip(reason: str) -> None:
@@ -81,14 +90,15 @@ def docker() -> str:
     client = _docker()
 
     def works() -> bool:
-        return (subprocess.run([client, "info"], capture_output=True).returncode == 0
-                and subprocess.run([client, "compose", "version"], capture_output=True).returncode == 0)
+        return _succeeds([client, "info"]) and _succeeds([client, "compose", "version"])
 
     if not works():
         script = ROOT / ".ci" / "docker-engine.sh"
         done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=600)
+        client = _docker()  # the engine script may have installed docker.io
         if not works():
-            _loud_skip(f"no Docker engine could be started ({script.name}: {done.stderr.strip()[-300:]})")
+            _loud_skip(f"no Docker engine could be started ({script.name}: {done.stderr.strip()[-300:] or 'ok'}; "
+                       f"client {client})")
     return client
 
 
