@@ -50,10 +50,15 @@ fi
 # file system) and .wheelhouse/project (this checkout's wheel).
 rm -rf .wheelhouse; mkdir -p .wheelhouse/deps .wheelhouse/project
 cp -l "$wheels"/*.whl .wheelhouse/deps/ 2>/dev/null || cp "$wheels"/*.whl .wheelhouse/deps/
-# fixed timestamps: the same sources give the same wheel bytes, so the build cache holds
+# Built from a clean copy of the package sources (the files .dockerignore lets through):
+# an in-tree build would reuse ./build/lib, where modules deleted or moved since stay.
+# Fixed timestamps: the same sources give the same wheel bytes, so the build cache holds.
+src=$(mktemp -d)
+tar -c --exclude=__pycache__ --exclude='*.pyc' pyproject.toml README.md peer adversary proto | tar -x -C "$src"
 SOURCE_DATE_EPOCH=315532800 "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps \
-    --wheel-dir .wheelhouse/project . 2>&1 \
+    --wheel-dir .wheelhouse/project "$src" 2>&1 \
     | grep -v "is ignored: it is neither a file nor a directory" || true
+rm -rf "$src"
 ls .wheelhouse/project/decbyzpg-*.whl >/dev/null
 t2=$SECONDS
 
