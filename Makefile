@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install run test bench sweeps ablation report clean proto
+.PHONY: install run test bench sweeps ablation report clean proto image
 
 install: $(STAMP)
 
@@ -23,6 +23,12 @@ run: install
 ## The test suite (a few minutes on 2 cores).
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)
+
+## The container image decbyzpg:latest, offline: a base image debootstrapped from Debian
+## packages, a wheelhouse made here with pip, both cached in /var/cache/decbyzpg
+## (docs/DEPLOY.md). Needs root (debootstrap) and a Docker engine (.ci/docker-engine.sh).
+image: install
+	docker/build-image.sh
 
 ## Speed benchmarks (prints figures; docs/RESULTS.md tabulates them).
 bench: install
