@@ -61,7 +61,7 @@ RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     /tmp/pip/bin/pip --python /opt/decbyzpg/bin/python install --no-index --no-cache-dir \
         --find-links /wheels/deps /wheels/project/decbyzpg-*.whl; \
     rm -rf /tmp/pip; \
-    /opt/decbyzpg/bin/python -c 'import torch, gymnasium, grpc, grpc_health, matplotlib, peer.daemon, adversary.daemon'
+    /opt/decbyzpg/bin/python -c 'import torch, gymnasium, grpc, grpc_health, matplotlib, peer.net.daemon, adversary.daemon'
 COPY docker/healthcheck.py /opt/decbyzpg/bin/decbyzpg-health
 COPY docker/compose-init.sh /opt/decbyzpg/bin/decbyzpg-compose-init
 RUN chmod 0755 /opt/decbyzpg/bin/decbyzpg-health /opt/decbyzpg/bin/decbyzpg-compose-init

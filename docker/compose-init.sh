@@ -34,15 +34,12 @@ else
            --attack "$ATTACK" --out /run-data
     [ -n "${TRAJECTORIES:-}" ] && set -- "$@" --trajectories "$TRAJECTORIES"
     [ -n "${SEED:-}" ] && set -- "$@" --set "seed=$SEED"
+    # NETWORK: key=value settings of the run file's [network] table, validated by init
+    for setting in $(echo "${NETWORK:-}" | tr ',' ' '); do
+        set -- "$@" --set "network.$setting"
+    done
     decbyzpg init "$@"
-    if [ -n "${NETWORK:-}" ]; then
-        # `decbyzpg init` writes an empty [network] table; fill it before any peer reads it
-        lines=$(echo "$NETWORK" | tr ', ' '\n\n' | sed -n 's/^\([a-z_]*\)=\(.*\)$/\1 = \2/p')
-        [ -n "$lines" ] || { echo "init: cannot read NETWORK='$NETWORK' (want key=value, ...)" >&2; exit 2; }
-        awk -v lines="$lines" '{ print } $0 == "[network]" { print lines }' /run-data/run.toml > /run-data/run.toml.new
-        mv /run-data/run.toml.new /run-data/run.toml
-        echo "init: [network] $(echo "$lines" | tr '\n' ' ')"
-    fi
+    [ -n "${NETWORK:-}" ] && echo "init: [network] $NETWORK"
     if ls -d /results/peer-* >/dev/null 2>&1; then
         old=/results/previous-$(date -u +%Y%m%d-%H%M%S)
         mkdir -p "$old"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from peer.cli.common import add_config_flags, config_data, output_dir, print_summary
@@ -61,6 +62,20 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     return ExitCode.FAILURE if any(k in cluster.honest_ids() for k in cluster.failed()) else ExitCode.SUCCESS
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from peer.lab.cluster import merge_results
+
+    out, summary = merge_results(Path(args.results), Path(args.config) if args.config else None,
+                                 Path(args.out) if args.out else None)
+    print_summary("merged honest peers", summary, (
+        "iterations", "trajectories_per_agent", "final_honest_return", "trajectories_to_target",
+        "round_latency_ms_p50", "round_latency_ms_p99", "rounds_timed_out"))
+    Console(stderr=True).print(f"results: {out}/ (metrics.csv, summary.json, returns.png)")
+    return ExitCode.SUCCESS
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     cl = sub.add_parser("cluster", help="K peer processes on loopback (default 13, 3 AvgZero), live progress",
                         description="Generate a run, start one process per peer on loopback, show progress, "
@@ -74,3 +89,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     cl.add_argument("--out", help="results directory (default results/<time>-cluster-K<K>)")
     cl.add_argument("--quiet", action="store_true")
     cl.set_defaults(func=cmd_cluster)
+
+    mg = sub.add_parser("merge", help="merge the honest daemons' results of a run into one results directory",
+                        description="Read every honest peer's metrics.csv under RESULTS (peer-<id>/ as compose "
+                                    "writes them, or peers/<id>/), and write the merged metrics.csv, summary.json "
+                                    "and returns.png, as `cluster` does at its end.")
+    mg.add_argument("results", metavar="RESULTS", help="directory holding one directory per peer")
+    mg.add_argument("--config", metavar="RUN.toml", help="the run file (default RESULTS/run/run.toml)")
+    mg.add_argument("--out", help="output directory (default RESULTS/merged)")
+    mg.set_defaults(func=cmd_merge)

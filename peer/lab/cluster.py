@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import tomli_w
 
 from peer.engine.config import RunConfig, build_config
-from peer.engine.errors import ConfigError
+from peer.engine.errors import ConfigError, RunStateError
 from peer.engine.metrics import IterationMetrics
 from peer.engine.sampling import target_return
 from peer.lab.configure import MAIN_JOB_ATTACK
@@ -95,7 +95,7 @@ def init_run(directory: Path, cfg: RunConfig, byzantine_ids: Sequence[int] = (),
     header = ("# DecByzPG run file: every peer of the run gets this same file.\n"
               "# num_byzantine is the bound f that honest peers assume; nothing here says who is Byzantine\n"
               "# except the [adversary] table, which only Byzantine daemons read.\n")
-    atomic_write(run_file, header + tomli_w.dumps(toml_safe(document)))
+    atomic_write(run_file, header + tomli_w.dumps(toml_safe(document)), mode=0o644)  # public: every peer gets it
     return run_file
 
 
@@ -122,6 +122,35 @@ def merge_peer_logs(peer_dirs: Mapping[int, Path], cfg: RunConfig, out: Path, wa
         plot_run(writer.rows, cfg.num_peers, out / "returns.png",
                  f"{cfg.algorithm} over gRPC, K={cfg.num_peers}, seed {cfg.seed}")
     return summary
+
+
+def merge_results(results: Path, run_file: Path | None = None, out: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """Merge the honest daemons' results under `results` (one directory per peer, `peer-<id>` as
+    compose writes them or `peers/<id>` as `cluster` does) into one results directory.
+
+    The honest ids are the roster's minus the run file's [adversary] ids; the run file
+    defaults to `results/run/run.toml` (where compose's init copies it).
+    """
+    from peer.net.runfile import load_run_file
+
+    results = Path(results)
+    run = load_run_file(run_file or results / "run" / "run.toml")
+    byzantine = set(run.adversary.get("byzantine_ids", []))
+    dirs: dict[int, Path] = {}
+    for entry in run.peers:
+        if entry.id in byzantine:
+            continue
+        found = [d for d in (results / f"peer-{entry.id}", results / "peers" / str(entry.id))
+                 if (d / "metrics.csv").exists()]
+        if not found:
+            raise RunStateError(f"no metrics.csv for honest peer {entry.id} under {results} "
+                                f"(looked for peer-{entry.id}/ and peers/{entry.id}/)")
+        dirs[entry.id] = found[0]
+    out = Path(out) if out is not None else results / "merged"
+    logs = {k: read_metrics(d / "metrics.csv") for k, d in dirs.items()}
+    wall = max((rows[-1].elapsed_seconds for rows in logs.values() if rows), default=0.0)
+    attack = run.adversary.get("attack") if byzantine else "none"
+    return out, merge_peer_logs(dirs, run.config, out, wall, interrupted=False, attack=attack)
 
 
 def merge_iteration(rows: Sequence[IterationMetrics]) -> IterationMetrics:

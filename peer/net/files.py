@@ -17,17 +17,20 @@ from typing import Any
 from peer.engine.metrics import IterationMetrics, columns, from_csv_row, to_csv_row
 
 
-def atomic_write(path: Path, data: bytes | str, durable: bool = True) -> None:
+def atomic_write(path: Path, data: bytes | str, durable: bool = True, mode: int | None = None) -> None:
     """Replace `path` with `data` so readers see the old or the new file, never a mix.
 
     `durable` also fsyncs before the rename, so the new content survives a power loss;
     files rewritten every iteration skip it (a crash of the process cannot tear them
-    either way, and an fsync per iteration per peer is a measurable cost).
+    either way, and an fsync per iteration per peer is a measurable cost).  The file is
+    created private (0600) unless `mode` says otherwise (a run file is public: 0644).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
             handle.flush()

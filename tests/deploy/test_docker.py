@@ -30,6 +30,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from peer.engine.metrics import IterationMetrics
+from peer.lab.configure import resolve_config
+from peer.lab.inprocess import InProcessRun
+from peer.net.files import read_metrics
+
 pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,21 +157,6 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _engine_config(run_file: Path, out: Path) -> Path:
-    """The run file as the in-process engine reads it: no roster or network settings, and
-    the [adversary] table's attack as [attack] (the engine makes the last f ids Byzantine,
-    as `decbyzpg init` does)."""
-    import tomli_w
-
-    data = tomllib.loads(run_file.read_text())
-    adversary = data.pop("adversary")
-    data.pop("peers")
-    data.pop("network", None)
-    data["attack"] = {"name": adversary["attack"], "params": adversary.get("params", {})}
-    out.write_text(tomli_w.dumps(data))
-    return out
-
-
 def test_compose_main_job_in_containers_matches_in_process(docker: str, image: dict[str, float],
                                                            tmp_path: Path) -> None:
     import torch
@@ -224,54 +214,37 @@ def test_compose_main_job_in_containers_matches_in_process(docker: str, image: d
     assert (results / "peer-0" / "metrics.csv").stat().st_uid == uid
 
     started = time.monotonic()
-    engine = _engine_config(run_file, tmp_path / "engine.toml")
-    expected_returns, expected_theta = _in_process(engine, tmp_path / "inprocess")
-    _say(f"in-process run of the same run file: {time.monotonic() - started:.0f} s, "
-         f"{len(expected_returns)} iterations")
-    assert len(expected_returns) >= 5
+    expected, expected_theta = _in_process(run_file)
+    _say(f"in-process run of the same run file: {time.monotonic() - started:.0f} s, {len(expected)} iterations")
+    assert len(expected) >= 5
 
     for k in honest:
-        rows = _read_csv(results / f"peer-{k}" / "metrics.csv")
-        assert [int(r["iteration"]) for r in rows] == list(range(len(expected_returns))), \
-            f"peer {k} misses iterations"
-        assert [r["return"] for r in rows] == [e[k] for e in expected_returns], f"peer {k}'s returns differ"
-        assert all(int(r["rounds_timed_out"]) == 0 for r in rows), f"peer {k} had rounds time out"
+        rows = read_metrics(results / f"peer-{k}" / "metrics.csv")
+        assert [r.iteration for r in rows] == [e.iteration for e in expected], f"peer {k} misses iterations"
+        assert [r.peer_returns[k] for r in rows] == pytest.approx([e.peer_returns[k] for e in expected], abs=5e-5), \
+            f"peer {k}'s returns differ"
+        assert all(r.rounds_timed_out == 0 for r in rows), f"peer {k} had rounds time out"
 
     thetas = {k: _as_array(torch.load(results / f"peer-{k}" / "checkpoint.pt", weights_only=False)["machine"]["theta"])
               for k in honest}
     diameter = max(float(np.linalg.norm(thetas[a].astype(np.float64) - thetas[b])) for a in honest for b in honest)
     _say(f"honest final parameters: diameter {diameter:.3g}")
     assert diameter <= 1e-6
-    if expected_theta is not None:
-        for k in honest:
-            assert np.array_equal(thetas[k], expected_theta[k]), f"peer {k}'s final parameters differ from the engine's"
+    for k in honest:
+        assert np.array_equal(thetas[k], expected_theta[k]), f"peer {k}'s final parameters differ from the engine's"
 
 
 def _as_array(value) -> np.ndarray:
     return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
 
 
-def _in_process(engine: Path, out: Path) -> tuple[list[dict[int, str]], dict[int, np.ndarray] | None]:
-    """Per iteration, each honest peer's return as the daemons print it ("%.4f"), and the
-    final parameters, from the in-process engine on the same configuration.
-
-    Through the engine's API when it is importable (parameters compared bit for bit, as in
-    tests/test_network.py); otherwise through `decbyzpg run --config` (returns only)."""
-    try:
-        from peer.config import build_config
-        from peer.inprocess import InProcessRun
-    except ImportError:
-        cli = Path(sys.executable).with_name("decbyzpg")
-        subprocess.run([str(cli), "run", "--config", str(engine), "--out", str(out), "--quiet"], check=True,
-                       capture_output=True, timeout=1800)
-        rows = _read_csv(out / "metrics.csv")
-        return [{k: r[f"return_{k}"] for k in range(10)} for r in rows], None
-    cfg = build_config(tomllib.loads(engine.read_text()))
-    local = InProcessRun(cfg)
-    returns = [{k: f"{v:.4f}" for k, v in row.peer_returns.items()} for row in local.iterate(cfg.trajectories_per_agent)]
-    theta = {k: _as_array(peer.theta()) for k, peer in local.peers.items()}
+def _in_process(run_file: Path) -> tuple[list[IterationMetrics], dict[int, np.ndarray]]:
+    """The same run file simulated in one process: per-iteration metrics and final parameters."""
+    local = InProcessRun(resolve_config(tomllib.loads(run_file.read_text())))
+    rows = list(local.iterate(local.cfg.trajectories_per_agent))
+    theta = {k: peer.theta() for k, peer in local.peers.items()}
     local.close()
-    return returns, theta
+    return rows, theta
 
 
 def test_swarm_stack_runs_the_job_on_a_one_node_swarm(docker: str, image: dict[str, float], tmp_path: Path) -> None:
@@ -321,7 +294,7 @@ def test_swarm_stack_runs_the_job_on_a_one_node_swarm(docker: str, image: dict[s
     _say(f"swarm stack: {budget} trajectories/agent, 13 services, {seconds:.0f} s wall; tasks: "
          + ", ".join(sorted({s.split()[1] for s in states.values()})))
     assert len(states) == 13 and all(" Complete " in s for s in states.values()), "\n".join(states.values())
-    lengths = {k: len(_read_csv(results / f"peer-{k}" / "metrics.csv")) for k in range(10)}
+    lengths = {k: len(read_metrics(results / f"peer-{k}" / "metrics.csv")) for k in range(10)}
     assert len(set(lengths.values())) == 1 and lengths[0] >= 3, lengths
     thetas = [_as_array(torch.load(results / f"peer-{k}" / "checkpoint.pt", weights_only=False)["machine"]["theta"])
               for k in range(10)]

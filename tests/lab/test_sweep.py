@@ -58,3 +58,20 @@ def test_every_named_suite_is_offered_and_builds_valid_jobs() -> None:
             resolve_config(job.overrides)
     jobs, _ = sweep.suite("bucketing", [0], None, {})
     assert sorted({job.overrides["aggregation"]["rule"] for job in jobs}) == ["bucketing+rfa", "rfa"]
+
+
+def test_a_daemon_run_file_runs_in_process_as_the_same_run(tmp_path) -> None:
+    import tomllib
+
+    from peer.engine.config import build_config
+    from peer.engine.errors import ConfigError
+    from peer.lab.cluster import init_run
+
+    cfg = build_config({**TINY, "num_peers": 5, "num_byzantine": 1}, in_process=False)
+    path = init_run(tmp_path / "run", cfg, [4], "alie", {"z": 2.0})
+    resolved = resolve_config(tomllib.loads(path.read_text()))
+    assert resolved.num_byzantine == 1 and resolved.attack.name == "alie" and resolved.attack.params == {"z": 2.0}
+    assert resolved.genesis_hash() == cfg.genesis_hash()  # the same coin, streams and initial parameters
+    other = init_run(tmp_path / "other", cfg, [0], "alie")  # a Byzantine id the engine cannot place
+    with pytest.raises(ConfigError, match="last num_byzantine"):
+        resolve_config(tomllib.loads(other.read_text()))
