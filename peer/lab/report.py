@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+from peer.engine import ENGINE_REVISION
 from peer.engine.errors import RunStateError
 from peer.lab.matrix import summarize_rows
 from peer.lab.sweep import markdown_table
@@ -165,6 +166,12 @@ def write_report(sweeps: Sequence[Path], out: Path, bench: str | None = None,
         title = (sweep / "table.md").read_text().splitlines()[0].lstrip("# ").strip()
         rows = _rows(sweep)
         lines += [f"## {title}", "", f"Source: `{sweep}`", ""]
+        stale = sorted({json.loads(p.read_text()).get("engine_revision", 1) for p in sweep.glob("runs/*/summary.json")}
+                       - {ENGINE_REVISION})
+        if stale:
+            lines += [f"**Measured with engine revision {', '.join(map(str, stale))}, not the current "
+                      f"{ENGINE_REVISION}** (docs/ALGORITHM.md says what changed); rerunning the sweep redoes these "
+                      "runs.", ""]
         for png in sorted(sweep.glob("*.png")):
             target = figures / f"{sweep.name}-{png.name}"
             shutil.copyfile(png, target)

@@ -24,3 +24,24 @@ def test_report_checks_evaluate_the_goal_per_configuration() -> None:
     assert len(lines) == 4
     short = goal_checks([row("DecByzPG (K=13, f=3)", 499.0, 1234, 300.0)], budget=2000)
     assert short[0].endswith("not judged (runs ended at 2000 trajectories)")  # its last 1,000 still hold the climb
+
+
+def test_a_sweep_measured_by_older_arithmetic_is_flagged(tmp_path) -> None:
+    import json
+
+    from peer.engine import ENGINE_REVISION
+    from peer.lab import sweep
+    from peer.lab.report import write_report
+
+    tiny = {"estimator": {"large_batch": 8, "small_batch": 2, "horizon": 40}, "trajectories_per_agent": 16,
+            "num_peers": 3, "num_byzantine": 0, "seed": 0}
+    out = tmp_path / "sweep-tiny"
+    results = sweep.run_jobs([sweep.Job("tiny", "CartPole", tiny)], out, 1)
+    sweep.write_outputs(results, out, "tiny", "Tiny", 475.0)
+    write_report([out], tmp_path / "docs" / "RESULTS.md")
+    assert "engine revision" not in (tmp_path / "docs" / "RESULTS.md").read_text()
+    (summary_path,) = out.glob("runs/*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**summary, "engine_revision": ENGINE_REVISION - 1}))
+    write_report([out], tmp_path / "docs" / "RESULTS.md")
+    assert f"Measured with engine revision {ENGINE_REVISION - 1}" in (tmp_path / "docs" / "RESULTS.md").read_text()
