@@ -26,6 +26,8 @@ def available() -> str | None:
         return "network-namespace tests need root"
     if shutil.which("ip") is None:
         return "network-namespace tests need iproute2 (`ip`)"
+    if shutil.which("iptables") is None:
+        return "network-namespace tests need iptables (packet loss)"
     probe = subprocess.run(["ip", "netns", "add", "dbzprobe"], capture_output=True, text=True)
     if probe.returncode != 0:
         return f"cannot create a network namespace: {probe.stderr.strip()}"
