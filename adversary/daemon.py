@@ -139,18 +139,41 @@ class ByzantineDaemon:
             "misbehaviour": list(self.misbehaviour.kinds), "replies": dict(sorted(self.junk_replies.items())),
         }, indent=2) + "\n")
 
+    @property
+    def progress_path(self) -> Path:
+        return self.out_dir / "progress.json"
+
+    def resume_at(self) -> int:
+        """The first iteration not yet played (from progress.json, if it belongs to this run and peer).
+
+        The attack's randomness is keyed by the round, so a restarted Byzantine daemon picks up
+        where it stopped instead of replaying every round from 0 (and, after a finished run,
+        waiting out every round's deadline for honest peers that have gone).
+        """
+        try:
+            progress = json.loads(self.progress_path.read_text())
+        except (OSError, ValueError):
+            return 0
+        if progress.get("run_id") != self.run.run_id.hex() or progress.get("peer_id") != self.peer_id:
+            return 0
+        return int(progress.get("next_iteration", 0))
+
     def serve(self, bind: str | None = None, linger: float | None = None) -> int:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         total = self.schedule.iteration_count
+        start = min(self.resume_at(), total)
         self.transport.start(bind)
-        log.info("Byzantine peer %d (%s) serving; %d iterations", self.peer_id, self.attack.name, total)
+        log.info("Byzantine peer %d (%s) serving; %d iterations, starting at %d", self.peer_id, self.attack.name,
+                 total, start)
         try:
-            for t in range(total):
+            for t in range(start, total):
                 self.transport.set_iteration(t)
                 for round_key in self.schedule.rounds(t):
                     if self.stop_requested.is_set():
                         return self._stopped()
                     self.play_round(round_key)
+                atomic_write(self.progress_path, json.dumps({"run_id": self.run.run_id.hex(), "peer_id": self.peer_id,
+                                                             "next_iteration": t + 1}) + "\n", durable=False)
                 if t % 10 == 0:
                     self.write_report()
                     log.info("iteration %d/%d played (%s)", t + 1, total, self.attack.name)
