@@ -47,17 +47,23 @@ sweeps: install
 		--out results/trace-avg_zero-s2.csv
 	$(BIN)/decbyzpg cluster --out results/cluster-main
 
-## The estimator ablation behind docs/TUNING.md: the paper's estimator settings at the
-## configuration of the attack suite's DecByzPG AvgZero runs (which use the tuned ones).
-## Single-ingredient variants: add --set estimator.baseline=true or
-## --set estimator.importance=per_decision to the paper preset.
+## The estimator ablation behind docs/TUNING.md: DecByzPG, K = 13, f = 3 AvgZero, seeds 0-2,
+## with the tuned estimator, the paper's, and each of the tuned one's two ingredients alone.
+ABLATION = $(BIN)/decbyzpg sweep --algorithms decbyzpg --peers 13 --byzantine 3 --attacks avg_zero --seeds 0-2 \
+	--trajectories 5000
 ablation: install
-	$(BIN)/decbyzpg sweep --algorithms decbyzpg --peers 13 --byzantine 3 --attacks avg_zero --seeds 0-2 \
-		--trajectories 5000 --preset paper --out results/ablation-paper \
+	$(ABLATION) --preset tuned --out results/ablation-tuned \
+		--title "Ablation: tuned estimator (baseline, per-decision weights)"
+	$(ABLATION) --preset paper --out results/ablation-paper \
 		--title "Ablation: paper estimator (no baseline, full-trajectory weights)"
+	$(ABLATION) --preset paper --set estimator.baseline=true --out results/ablation-baseline \
+		--title "Ablation: baseline only (full-trajectory weights)"
+	$(ABLATION) --preset paper --set estimator.importance=per_decision --out results/ablation-per-decision \
+		--title "Ablation: per-decision weights only (no baseline)"
 
 report: install
-	$(BIN)/decbyzpg report results/sweep-speedup results/sweep-attacks results/sweep-lunar results/ablation-paper \
+	$(BIN)/decbyzpg report results/sweep-speedup results/sweep-attacks results/sweep-lunar results/ablation-tuned \
+		results/ablation-paper results/ablation-baseline results/ablation-per-decision \
 		results/sweep-bucketing --bench results/bench.json --cluster results/cluster-main --matrix results/matrix
 
 clean:
