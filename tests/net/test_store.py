@@ -53,11 +53,14 @@ def test_store_first_wins_duplicate_equivocation() -> None:
     assert len(store.evidence()) == 1
 
 
-def test_store_same_vector_different_signed_body_is_equivocation() -> None:
+def test_the_same_vector_can_only_come_as_the_same_bytes() -> None:
+    """Canonical bodies and deterministic Ed25519 leave one envelope per (sender, round, vector):
+    a re-sent vector is a DUPLICATE, and a variant of its body never reaches the store."""
     store = RoundStore()
     v = make_validator()
     store.add(v.check(signed(body()), NOW))
-    assert store.add(v.check(signed(body() + b"\xf8\x06\x01"), NOW)) == RR.REJECT_REASON_EQUIVOCATION
+    assert store.add(v.check(signed(body()), NOW)) == RR.REJECT_REASON_DUPLICATE
+    assert v.check(signed(body() + b"\xf8\x06\x01"), NOW).reason == RR.REJECT_REASON_NON_CANONICAL
 
 
 def test_store_rounds_and_senders_are_separate() -> None:
