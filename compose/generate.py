@@ -62,7 +62,7 @@ x-peer: &peer
   healthcheck:
     test: ["CMD", "decbyzpg-health"]
     interval: 15s
-    timeout: 5s
+    timeout: 15s
     start_period: 90s
     retries: 3
 
@@ -92,18 +92,21 @@ COMPOSE_PEER = """
     command: [{role}, --config, /run-data/run.toml, --id, "{id}", --key, /run-data/keys/{id}.key, --out, /results/peer-{id}{extra}]
 """
 
-COMPOSE_MERGE_HEAD = """
-  # once every peer has finished: the honest peers' results merged (metrics, summary, plot)
+COMPOSE_MERGE = """
+  # waits for the honest peers' last iteration, then merges their results (metrics, summary,
+  # plot) into results/merged/; it starts with the peers, so `up -d` returns at once
   merge:
     <<: *image
     user: "${{UID:-1000}}:${{GID:-1000}}"
     depends_on:
-"""
-
-COMPOSE_MERGE_TAIL = """    volumes:
+      init:
+        condition: service_completed_successfully
+    volumes:
       - ./results:/results
     network_mode: none
-    command: [merge, /results, --out, /results/merged]
+    healthcheck:
+      disable: true
+    command: [merge, /results, --wait, --out, /results/merged]
 """
 
 COMPOSE_TAIL = """
@@ -202,9 +205,7 @@ def compose_file(k: int, f: int) -> str:
     text = COMPOSE_HEAD.format(k=k, f=f)
     for i, role, extra in roles(k, f):
         text += COMPOSE_PEER.format(id=i, role=role, extra=extra)
-    text += COMPOSE_MERGE_HEAD.format()
-    text += "".join(f"      peer-{i}:\n        condition: service_completed_successfully\n" for i in range(k))
-    return text + COMPOSE_MERGE_TAIL + COMPOSE_TAIL
+    return text + COMPOSE_MERGE.format() + COMPOSE_TAIL
 
 
 def stack_file(k: int, f: int) -> str:

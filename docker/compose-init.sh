@@ -45,6 +45,7 @@ else
         mkdir -p "$old"
         mv /results/peer-* "$old"/
         [ -d /results/run ] && mv /results/run "$old"/
+        [ -d /results/merged ] && mv /results/merged "$old"/
         echo "init: results of the previous run moved to $old"
     fi
 fi
@@ -61,5 +62,6 @@ while [ "$i" -lt "$PEERS" ]; do
     chown "$PEER_UID:$PEER_GID" "/results/peer-$i"
     i=$((i + 1))
 done
-chown -R "$PEER_UID:$PEER_GID" /results/run
+mkdir -p /results/merged   # the merge service's output, written as the peers' user
+chown -R "$PEER_UID:$PEER_GID" /results/run /results/merged
 echo "init: $PEERS peers, run file /run-data/run.toml, results in compose/results/peer-<id> (owner $PEER_UID:$PEER_GID)"

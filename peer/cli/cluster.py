@@ -65,8 +65,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from peer.lab.cluster import merge_results
+    from peer.lab.cluster import merge_results, wait_for_peers
 
+    if args.wait:
+        wait_for_peers(Path(args.results), Path(args.config) if args.config else None, timeout=args.wait_timeout)
     out, summary = merge_results(Path(args.results), Path(args.config) if args.config else None,
                                  Path(args.out) if args.out else None)
     print_summary("merged honest peers", summary, (
@@ -97,4 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     mg.add_argument("results", metavar="RESULTS", help="directory holding one directory per peer")
     mg.add_argument("--config", metavar="RUN.toml", help="the run file (default RESULTS/run/run.toml)")
     mg.add_argument("--out", help="output directory (default RESULTS/merged)")
+    mg.add_argument("--wait", action="store_true",
+                    help="first wait until every honest peer has written the run's last iteration")
+    mg.add_argument("--wait-timeout", type=float, metavar="SECONDS", help="give up waiting after this long")
     mg.set_defaults(func=cmd_merge)

@@ -124,6 +124,44 @@ def merge_peer_logs(peer_dirs: Mapping[int, Path], cfg: RunConfig, out: Path, wa
     return summary
 
 
+def wait_for_peers(results: Path, run_file: Path | None = None, poll: float = 5.0,
+                   timeout: float | None = None) -> None:
+    """Block until every honest peer under `results` has written the run's last iteration.
+
+    Lets a merge step start with the peers (compose's `merge` service) rather than after them:
+    a service that depends on others' completion would make `docker compose up -d` block for
+    the whole run.
+    """
+    from peer.engine.schedule import Schedule
+    from peer.net.runfile import load_run_file
+
+    results = Path(results)
+    path = run_file or results / "run" / "run.toml"
+    end = None if timeout is None else time.monotonic() + timeout
+    while not path.exists():
+        if end is not None and time.monotonic() > end:
+            raise RunStateError(f"no run file at {path}")
+        time.sleep(poll)
+    run = load_run_file(path)
+    total = Schedule.of(run.config).iteration_count
+    honest = [p.id for p in run.peers if p.id not in set(run.adversary.get("byzantine_ids", []))]
+    while True:
+        done = []
+        for k in honest:
+            for directory in (results / f"peer-{k}", results / "peers" / str(k)):
+                try:
+                    if len(read_metrics(directory / "metrics.csv")) >= total:
+                        done.append(k)
+                        break
+                except (OSError, KeyError, ValueError):  # not there yet, or being replaced
+                    continue
+        if len(done) == len(honest):
+            return
+        if end is not None and time.monotonic() > end:
+            raise RunStateError(f"honest peers {sorted(set(honest) - set(done))} did not finish within {timeout:g} s")
+        time.sleep(poll)
+
+
 def merge_results(results: Path, run_file: Path | None = None, out: Path | None = None) -> tuple[Path, dict[str, Any]]:
     """Merge the honest daemons' results under `results` (one directory per peer, `peer-<id>` as
     compose writes them or `peers/<id>` as `cluster` does) into one results directory.

@@ -16,6 +16,7 @@ import tomli_w
 
 from peer.engine import ENGINE_REVISION
 from peer.engine.config import RunConfig
+from peer.engine.errors import RunStateError
 from peer.engine.metrics import IterationMetrics
 from peer.net.files import MetricsFile, atomic_write, toml_safe
 
@@ -82,7 +83,10 @@ class ResultsWriter:
     def __init__(self, directory: Path, cfg: RunConfig) -> None:
         self.dir = Path(directory)
         self.cfg = cfg
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # a directory the user may not write to: their input, not a bug
+            raise RunStateError(f"cannot create the results directory {self.dir}: {err.strerror}") from None
         atomic_write(self.dir / "config.toml", tomli_w.dumps(toml_safe(cfg.to_dict())))
         (self.dir / "metrics.csv").unlink(missing_ok=True)  # a rerun into the same directory starts afresh
         self.metrics = MetricsFile(self.dir / "metrics.csv", cfg.num_peers)

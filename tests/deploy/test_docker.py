@@ -184,7 +184,7 @@ def test_compose_main_job_in_containers_matches_in_process(docker: str, image: d
             running = [name for name, r in containers.items() if r["State"]["Running"]]
             healthy |= {name for name, r in containers.items()
                         if r["State"].get("Health", {}).get("Status") == "healthy"}
-            if len(containers) == 14 and not running:
+            if len(containers) == 15 and not running:
                 break
             assert time.monotonic() < deadline, f"still running after {RUN_TIMEOUT} s: {running}"
             if running and time.monotonic() - last_stats > 20:
@@ -202,7 +202,7 @@ def test_compose_main_job_in_containers_matches_in_process(docker: str, image: d
     _say(f"compose run: {TRAJECTORIES} trajectories/agent, 13 containers, {run_seconds:.0f} s wall; "
          f"peak memory of the running containers {peak_mb:.0f} MB; image {image['size_mb']:.0f} MB; "
          f"healthy seen: {len(healthy)}/13; restarts: {restarts or 'none'}")
-    assert codes == {name: 0 for name in ["init", *(f"peer-{k}" for k in range(13))]}
+    assert codes == {name: 0 for name in ["init", *(f"peer-{k}" for k in range(13)), "merge"]}
     assert not restarts
     assert healthy, "no peer was ever reported healthy"
 
@@ -218,6 +218,9 @@ def test_compose_main_job_in_containers_matches_in_process(docker: str, image: d
     _say(f"in-process run of the same run file: {time.monotonic() - started:.0f} s, {len(expected)} iterations")
     assert len(expected) >= 5
 
+    merged = json.loads((results / "merged" / "summary.json").read_text())  # the merge service's output
+    assert merged["iterations"] == len(expected) and (results / "merged" / "returns.png").stat().st_uid == uid
+    assert [sorted(r.peer_returns) for r in read_metrics(results / "merged" / "metrics.csv")] == [list(honest)] * len(expected)
     for k in honest:
         rows = read_metrics(results / f"peer-{k}" / "metrics.csv")
         assert [r.iteration for r in rows] == [e.iteration for e in expected], f"peer {k} misses iterations"

@@ -49,3 +49,22 @@ def test_merge_names_the_missing_peer(tmp_path, capsys) -> None:
         merge_results(tmp_path)
     assert main(["merge", str(tmp_path)]) == 3
     assert "honest peer 2" in capsys.readouterr().err
+
+
+def test_merge_can_wait_for_the_last_iteration(tmp_path) -> None:
+    from peer.engine.schedule import Schedule
+    from peer.lab.cluster import wait_for_peers
+
+    short = build_config({"num_peers": 5, "num_byzantine": 1, "trajectories_per_agent": 40,
+                          "estimator": {"large_batch": 8, "small_batch": 2}}, in_process=False)
+    init_run(tmp_path / "run", short, [4], "avg_zero")
+    daemon_files(tmp_path, "compose")  # three iterations: not yet the run's last
+    with pytest.raises(RunStateError, match=r"honest peers \[0, 1, 2, 3\] did not finish"):
+        wait_for_peers(tmp_path, poll=0.05, timeout=0.3)
+    total = Schedule.of(short).iteration_count
+    assert total > 3
+    for k in range(4):
+        log = MetricsFile(tmp_path / f"peer-{k}" / "metrics.csv", 5)
+        for t in range(3, total):
+            log.add(IterationMetrics(iteration=t, trajectories_per_agent=8 * (t + 1), x_t=1, peer_returns={k: 1.0}))
+    wait_for_peers(tmp_path, poll=0.05, timeout=5)  # returns: every honest peer is done
