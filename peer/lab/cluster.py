@@ -124,6 +124,11 @@ def merge_peer_logs(peer_dirs: Mapping[int, Path], cfg: RunConfig, out: Path, wa
     return summary
 
 
+def peer_result_dirs(results: Path, peer_id: int) -> tuple[Path, Path]:
+    """Where a peer's results may be under `results`: compose's `peer-<id>/` or cluster's `peers/<id>/`."""
+    return results / f"peer-{peer_id}", results / "peers" / str(peer_id)
+
+
 def wait_for_peers(results: Path, run_file: Path | None = None, poll: float = 5.0,
                    timeout: float | None = None) -> None:
     """Block until every honest peer under `results` has written the run's last iteration.
@@ -148,7 +153,7 @@ def wait_for_peers(results: Path, run_file: Path | None = None, poll: float = 5.
     while True:
         done = []
         for k in honest:
-            for directory in (results / f"peer-{k}", results / "peers" / str(k)):
+            for directory in peer_result_dirs(results, k):
                 try:
                     if len(read_metrics(directory / "metrics.csv")) >= total:
                         done.append(k)
@@ -178,8 +183,7 @@ def merge_results(results: Path, run_file: Path | None = None, out: Path | None 
     for entry in run.peers:
         if entry.id in byzantine:
             continue
-        found = [d for d in (results / f"peer-{entry.id}", results / "peers" / str(entry.id))
-                 if (d / "metrics.csv").exists()]
+        found = [d for d in peer_result_dirs(results, entry.id) if (d / "metrics.csv").exists()]
         if not found:
             raise RunStateError(f"no metrics.csv for honest peer {entry.id} under {results} "
                                 f"(looked for peer-{entry.id}/ and peers/{entry.id}/)")

@@ -17,7 +17,6 @@ containers are printed (written to the terminal even while pytest captures outpu
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -152,9 +151,6 @@ def _peak_memory(docker: str, ids: list[str]) -> float:
     return total
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_compose_main_job_in_containers_matches_in_process(docker: str, image: dict[str, float],
