@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -89,7 +88,7 @@ class ByzantineDaemon:
         self.transport.interrupted.set()
 
     def _stopped(self) -> int:
-        return ExitCode.TERMINATED if self.stop_signal == signal.SIGTERM else ExitCode.INTERRUPTED
+        return ExitCode.stopped_by(self.stop_signal)
 
     def play_round(self, round_key) -> None:
         deadline = self.transport.deadline()

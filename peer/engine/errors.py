@@ -9,6 +9,7 @@ those as one line; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import enum
+import signal
 
 
 class ExitCode(enum.IntEnum):
@@ -21,6 +22,11 @@ class ExitCode(enum.IntEnum):
     UNREACHABLE = 4  # a peer to query could not be reached
     INTERRUPTED = 130  # SIGINT (128 + 2)
     TERMINATED = 143  # SIGTERM (128 + 15)
+
+    @classmethod
+    def stopped_by(cls, signum: int | None) -> ExitCode:
+        """The status of a daemon stopped on request: TERMINATED for SIGTERM, else INTERRUPTED."""
+        return cls.TERMINATED if signum == signal.SIGTERM else cls.INTERRUPTED
 
 
 class DecByzPGError(Exception):

@@ -190,7 +190,7 @@ class PeerDaemon:
             return ExitCode.SUCCESS
         except Interrupted:
             log.info("peer %d stopped at iteration %d; checkpoint kept", self.peer_id, self.machine.t)
-            return ExitCode.TERMINATED if self.stop_signal == signal.SIGTERM else ExitCode.INTERRUPTED
+            return ExitCode.stopped_by(self.stop_signal)
         finally:
             # stopped by a signal: in-flight calls get a short grace, the orchestrator is waiting
             self.transport.stop(grace=0.2 if self.stop_requested.is_set() else 1.0)
