@@ -9,9 +9,26 @@ from peer.engine.errors import ExitCode
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.network:
+        return cmd_network_bench(args)
     from peer.lab.bench import run_benchmarks
 
-    run_benchmarks(args.trajectories, quick=args.quick, mda=not args.no_mda)
+    run_benchmarks(3000 if args.trajectories is None else args.trajectories, quick=args.quick, mda=not args.no_mda)
+    return ExitCode.SUCCESS
+
+
+def cmd_network_bench(args: argparse.Namespace) -> int:
+    from peer.engine.errors import ConfigError
+    from peer.lab.netbench import network_benchmark, render
+
+    if args.peers < 1 or not 0 <= args.byzantine < args.peers:
+        raise ConfigError(f"config error: --peers must be >= 1 and 0 <= --byzantine < --peers "
+                          f"(got {args.peers}, {args.byzantine})")
+    trajectories = 1500 if args.trajectories is None else args.trajectories
+    report = network_benchmark(args.peers, args.byzantine, trajectories, args.seed, Path(args.out),
+                               base_port=args.base_port, skip_in_process=args.no_in_process)
+    print(render(report))
+    print(f"saved {Path(args.out) / 'network-bench.json'}")
     return ExitCode.SUCCESS
 
 
@@ -26,9 +43,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="speed benchmarks (steps/s, aggregation, agreement, wall time)")
-    bench.add_argument("--trajectories", type=int, default=3000, help="budget of the timed 13-peer run")
+    bench.add_argument("--trajectories", type=int,
+                       help="budget of the timed run (default 3000; 1500 with --network)")
     bench.add_argument("--quick", action="store_true", help="smaller budgets, for a smoke test")
     bench.add_argument("--no-mda", action="store_true", help="skip the MDA scaling measurement")
+    bench.add_argument("--network", action="store_true",
+                       help="instead: the same run in this process and as K peer processes on loopback, side by "
+                            "side (wall, CPU, round latency, traffic, CPU split, peak RSS)")
+    bench.add_argument("--peers", type=int, default=13, help="--network: K (default 13)")
+    bench.add_argument("--byzantine", type=int, default=3, help="--network: Byzantine peers, AvgZero (default 3)")
+    bench.add_argument("--seed", type=int, default=0, help="--network: seed (default 0)")
+    bench.add_argument("--base-port", type=int, default=51300, help="--network: first loopback port")
+    bench.add_argument("--no-in-process", action="store_true", help="--network: skip the in-process reference run")
+    bench.add_argument("--out", default="results/network-bench", help="--network: results directory")
     bench.set_defaults(func=cmd_bench)
 
     report = sub.add_parser("report", help="write docs/RESULTS.md from sweep directories")

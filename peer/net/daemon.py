@@ -31,6 +31,7 @@ from peer.engine.state_machine import IterationReport, PeerStateMachine
 from peer.net.files import MetricsFile, atomic_write
 from peer.net.runfile import RunFile
 from peer.net.transport import Interrupted, PeerTransport, RoundStats
+from peer.net.usage import ProcessUsage
 
 log = logging.getLogger("decbyzpg.peer")
 
@@ -72,6 +73,7 @@ class PeerDaemon:
         self.checkpoint_path = self.out_dir / "checkpoint.pt"
         self.trajectories = 0
         self.env_steps = 0
+        self.usage = ProcessUsage()
 
     def request_stop(self, signum: int | None = None, _frame: Any = None) -> None:
         """Stop at once, even inside a round; the last completed iteration's checkpoint is kept."""
@@ -119,6 +121,9 @@ class PeerDaemon:
             report: IterationReport = done.value
         self.trajectories += report.trajectories
         self.env_steps += report.env_steps
+        self.usage.rounds += len(stats)
+        self.usage.learning_seconds += report.compute_seconds
+        self.usage.waiting_seconds += sum(s.seconds for s in stats)
         latencies = [s.seconds * 1e3 for s in stats]
         now = time.perf_counter()
         self.metrics.add(IterationMetrics(
@@ -171,6 +176,7 @@ class PeerDaemon:
             "rejected": transport.rejections.counts(), "equivocators": sorted(transport.store.equivocators()),
             "evidence": len(transport.store.evidence()),
             "junk_relayed_by": {str(k): v for k, v in sorted(transport.junk_by_source.items())},
+            "usage": self.usage.snapshot(getattr(transport, "traffic", None), transport.crypto_seconds),
         }, indent=2) + "\n", durable=False)
 
     def serve(self, bind: str | None = None, linger: float | None = None) -> int:
@@ -179,6 +185,7 @@ class PeerDaemon:
         self._resume()
         total = self.schedule.iteration_count
         self.started = time.perf_counter()
+        self.usage.mark_started()
         self.transport.start(bind)
         log.info("peer %d serving; %d iterations planned, starting at %d", self.peer_id, total, self.machine.t)
         try:
@@ -195,3 +202,4 @@ class PeerDaemon:
             # stopped by a signal: in-flight calls get a short grace, the orchestrator is waiting
             self.transport.stop(grace=0.2 if self.stop_requested.is_set() else 1.0)
             self.machine.sampler.close()
+            self.write_network_report()  # the final figures, linger included

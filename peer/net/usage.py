@@ -1,0 +1,70 @@
+"""What one peer process has cost so far: CPU by part, traffic, memory, threads.
+
+Written into network.json by the daemon; `decbyzpg bench --network` adds the peers' figures
+up.  CPU comes from the kernel (getrusage), the parts from timers around the work itself:
+learning (the state machine's sampling and estimating), crypto (signing and verifying) and
+serialization (encoding vectors and envelopes) are measured; the rest of the process's CPU
+is gRPC, the event loop and Python's own overhead.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+from dataclasses import dataclass
+
+
+@dataclass
+class Traffic:
+    """Messages and envelope bytes through one transport (pushes and pull replies alike)."""
+
+    messages_sent: int = 0
+    bytes_sent: int = 0
+    messages_received: int = 0
+    bytes_received: int = 0
+    serialization_seconds: float = 0.0
+
+
+def thread_count() -> int:
+    """Every thread of this process, gRPC's own included (Linux), else Python's."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class ProcessUsage:
+    """The daemon's running totals; `snapshot` adds what the kernel and the transport know."""
+
+    rounds: int = 0
+    learning_seconds: float = 0.0
+    waiting_seconds: float = 0.0
+    startup_cpu_seconds: float = 0.0  # imports and setup, before the first round
+    peak_threads: int = 0
+
+    def mark_started(self) -> None:
+        """Called when the peer starts serving: CPU spent before is startup, not protocol."""
+        self.startup_cpu_seconds = _cpu_seconds()
+
+    def snapshot(self, traffic: Traffic | None, crypto_seconds: float) -> dict[str, float | int]:
+        self.peak_threads = max(self.peak_threads, thread_count())
+        figures: dict[str, float | int] = {
+            "rounds": self.rounds, "learning_seconds": self.learning_seconds,
+            "waiting_seconds": self.waiting_seconds, "crypto_seconds": crypto_seconds,
+            "startup_cpu_seconds": self.startup_cpu_seconds,
+            "cpu_seconds": _cpu_seconds() - self.startup_cpu_seconds,  # since serving began
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,  # Linux reports KiB
+            "threads": self.peak_threads,
+        }
+        if traffic is not None:
+            figures.update(messages_sent=traffic.messages_sent, bytes_sent=traffic.bytes_sent,
+                           messages_received=traffic.messages_received, bytes_received=traffic.bytes_received,
+                           serialization_seconds=traffic.serialization_seconds)
+        return figures
