@@ -74,6 +74,7 @@ class PeerDaemon:
         self.trajectories = 0
         self.env_steps = 0
         self.usage = ProcessUsage()
+        self._exchange_cpu = 0.0
 
     def request_stop(self, signum: int | None = None, _frame: Any = None) -> None:
         """Stop at once, even inside a round; the last completed iteration's checkpoint is kept."""
@@ -102,12 +103,17 @@ class PeerDaemon:
     def _exchange(self, out: Broadcast) -> tuple[dict[int, np.ndarray], RoundStats]:
         if self.stop_requested.is_set():
             raise Interrupted("stop requested between rounds")
-        return self.transport.exchange(out.round_key, out.vector)
+        cpu_before = time.thread_time()
+        try:
+            return self.transport.exchange(out.round_key, out.vector)
+        finally:
+            self._exchange_cpu += time.thread_time() - cpu_before
 
     def run_iteration(self) -> None:
         t = self.machine.t
         self.transport.set_iteration(t)
         started = time.perf_counter()
+        cpu_before, self._exchange_cpu = time.thread_time(), 0.0
         crypto_before = self.transport.crypto_seconds
         program = self.machine.iteration()
         stats: list[RoundStats] = []
@@ -122,7 +128,8 @@ class PeerDaemon:
         self.trajectories += report.trajectories
         self.env_steps += report.env_steps
         self.usage.rounds += len(stats)
-        self.usage.learning_seconds += report.compute_seconds
+        # CPU, not wall time: this thread's, less what it spent signing and waiting in rounds
+        self.usage.learning_seconds += time.thread_time() - cpu_before - self._exchange_cpu
         self.usage.waiting_seconds += sum(s.seconds for s in stats)
         latencies = [s.seconds * 1e3 for s in stats]
         now = time.perf_counter()

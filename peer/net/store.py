@@ -74,6 +74,7 @@ class RoundStore:
         self._evidence_per_sender: dict[int, int] = {}
         self._evidence_bytes = 0
         self._equivocators: set[int] = set()
+        self._by_signature: dict[bytes, tuple[RoundKey, int]] = {}  # held envelopes, for `holds`
         self._floor = -1  # iterations below this have been pruned
         self.max_evidence = max_evidence
         self.max_evidence_per_sender = max_evidence_per_sender
@@ -99,6 +100,7 @@ class RoundStore:
                     vector = vector.copy()
                     vector.flags.writeable = False
                 held_round[sender] = _Held(env, vector)
+                self._by_signature[env.signature] = (round_key, sender)
                 self._changed.notify_all()
                 return ACCEPTED
             if held.envelope.body == env.body:
@@ -122,6 +124,20 @@ class RoundStore:
         self._evidence[slot] = Equivocation(first, second)
         self._evidence_per_sender[sender] = self._evidence_per_sender.get(sender, 0) + 1
         self._evidence_bytes += size
+
+    def holds(self, sender: int, body: bytes, signature: bytes) -> bool:
+        """Whether exactly this signed envelope is already held (and so was verified once).
+
+        The validator asks before verifying: a message that arrives by push and again by
+        pull, or twice by retry, then costs a dictionary look-up instead of a signature check.
+        Only a byte-identical (sender, body, signature) matches, so nothing unverified passes.
+        """
+        with self._lock:
+            slot = self._by_signature.get(bytes(signature))
+            if slot is None or slot[1] != sender:
+                return False
+            held = self._rounds.get(slot[0], {}).get(sender)
+            return held is not None and held.envelope.body == body
 
     def vectors(self, round_key: RoundKey) -> dict[int, np.ndarray]:
         """The accepted vectors for `round_key` by sender id (read-only arrays; copy to mutate)."""
@@ -167,7 +183,8 @@ class RoundStore:
         with self._changed:
             self._floor = max(self._floor, before_iteration)
             for round_key in [k for k in self._rounds if k.iteration < before_iteration]:
-                del self._rounds[round_key]
+                for held in self._rounds.pop(round_key).values():
+                    self._by_signature.pop(held.envelope.signature, None)
             for slot in [s for s in self._evidence if s[1].iteration < before_iteration]:
                 ev = self._evidence.pop(slot)
                 self._evidence_per_sender[slot[0]] -= 1

@@ -1,11 +1,21 @@
-"""The gRPC implementation of the exchange: signed pushes, pulls, round deadlines.
+"""The gRPC implementation of the exchange: signed envelopes on long-lived streams.
 
-Every peer runs a `Peer` gRPC server and holds a client channel to every other peer.
-Broadcasting a vector signs it once and hands the same bytes to one delivery worker per
-destination, which retries until the round's deadline; a receiver validates every message
-(`peer.net.wire.Validator`) before it touches state and stores the first valid one per
-(sender, round) (`peer.net.store.RoundStore`).  A peer missing messages pulls them, so a late
-or restarted peer catches up and lost pushes are repaired.
+Every peer runs a `Peer` gRPC server and is a client of every other peer's.  All of a
+process's network I/O runs on one asyncio event loop (grpc.aio) in a thread of its own; the
+peer's driver (the state machine) stays synchronous and hands work to the loop thread-safely.
+Nothing holds a thread per call: a client that opens calls and never finishes them costs
+this peer a little memory, not its thread pool (there is none).
+
+Sending: a broadcast signs its vector once and serializes the envelope once; one sender
+task per destination writes those bytes, in order, to one long-lived Deliver stream to that
+peer, reopened when it breaks.  A message that could not be written is retried until its
+round's deadline, or dropped as soon as a newer one is queued behind it (the destination
+pulls what it missed).  Receiving: every envelope -- from a Deliver stream, a unary Push or
+a Pull reply -- goes through the same validator (`peer.net.wire.Validator`) before it
+touches state, and the first valid one per (sender, round) is stored
+(`peer.net.store.RoundStore`); a byte-identical copy of a stored envelope is recognised
+without verifying its signature again.  A peer missing messages pulls them, so a late or
+restarted peer catches up and lost messages are repaired.
 
 A round ends when all K vectors are in, at its deadline, or a short grace period after
 K - f are in: up to f silent peers cost at most the grace period per round.
@@ -13,19 +23,19 @@ K - f are in: up to f silent peers cost at most the grace period per round.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
-import queue
 import random
 import threading
 import time
 from collections import Counter
-from concurrent import futures
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Coroutine, Mapping, Sequence
 
 import grpc
 import numpy as np
-from decbyzpg.v1 import peer_pb2, peer_pb2_grpc
+from decbyzpg.v1 import peer_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from peer.engine.schedule import Phase, RoundKey, Schedule
@@ -33,10 +43,11 @@ from peer.net import wire
 from peer.net.rejections import RejectionLog
 from peer.net.runfile import RunFile
 from peer.net.store import RoundStore
+from peer.net.usage import Traffic
 
 log = logging.getLogger("decbyzpg.transport")
 
-
+SERVICE = "decbyzpg.v1.Peer"
 RETRY_LATER = {peer_pb2.REJECT_REASON_TOO_FAR_AHEAD}
 
 
@@ -54,7 +65,47 @@ SERVER_LINK_OPTIONS = [
     ("grpc.keepalive_time_ms", 10000), ("grpc.keepalive_timeout_ms", 5000),
     ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.min_recv_ping_interval_without_data_ms", 4000),
     ("grpc.http2.max_ping_strikes", 0),
+    # a connection that carries no call for 5 minutes is closed (peers reopen theirs on demand)
+    ("grpc.max_connection_idle_ms", 300_000),
 ]
+
+
+def server_call_limits(num_peers: int) -> tuple[int, int]:
+    """(concurrent calls per peer, concurrent streams per connection).
+
+    An honest peer holds one Deliver stream to us and at most a few Pull or Status calls
+    at a time; the limits leave ample room for that and bound what anyone else can pile up.
+    """
+    return 16 * num_peers + 64, 2 * num_peers + 8
+
+
+# --------------------------------------------------------------------------- the event loop
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """The process's one asyncio loop for gRPC, running in a daemon thread (started on first use).
+
+    One loop per process, shared by every transport in it (tests run several peers in one
+    process): grpc.aio objects belong to the loop that created them.
+    """
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(ready.set)
+                loop.run_forever()
+
+            threading.Thread(target=run, name="grpc-loop", daemon=True).start()
+            ready.wait()
+            _loop = loop
+        return _loop
 
 
 class Interrupted(Exception):
@@ -73,68 +124,101 @@ class RoundStats:
 
 @dataclass
 class _Outgoing:
-    envelope: peer_pb2.SignedMessage
+    data: bytes  # the serialized SignedMessage, shared by every destination of a broadcast
     deadline: float
     not_before: float = 0.0  # injected link delay (network.inject_delay, tests only)
 
 
-class _DeliveryWorker(threading.Thread):
-    """Delivers envelopes to one destination in order, retrying until each one's deadline."""
+class _Link:
+    """This peer's sending side towards one other peer: a queue and one Deliver stream.
 
-    def __init__(self, name: str, stub: peer_pb2_grpc.PeerStub, transport: "PeerTransport") -> None:
-        super().__init__(name=name, daemon=True)
-        self.stub = stub
+    Lives on the event loop.  Messages go out in the order they were queued; a broken or
+    stalled stream is abandoned and reopened on the next attempt.
+    """
+
+    def __init__(self, transport: "PeerTransport", destination: int, channel: grpc.aio.Channel) -> None:
         self.transport = transport
-        self.queue: "queue.Queue[_Outgoing | None]" = queue.Queue()
+        self.destination = destination
+        self.queue: asyncio.Queue[_Outgoing | None] = asyncio.Queue()
+        self._open_stream = channel.stream_unary(f"/{SERVICE}/Deliver", request_serializer=None,
+                                                 response_deserializer=peer_pb2.DeliverReply.FromString)
+        self._call: Any = None
+        self.task = asyncio.get_running_loop().create_task(self.run(), name=f"deliver-{destination}")
 
-    def run(self) -> None:
-        net = self.transport.run.network
+    async def run(self) -> None:
+        t = self.transport
+        retry = t.run.network.retry_interval
         while True:
-            item = self.queue.get()
+            item = await self.queue.get()
             if item is None:
-                return
-            hold = item.not_before - time.monotonic()
-            if hold > 0 and self.transport.stopping.wait(hold):
-                return
-            while not self.transport.stopping.is_set() and time.monotonic() < item.deadline:
-                try:
-                    reply = self.stub.Push(item.envelope, timeout=net.push_timeout)
-                    if reply.reason not in RETRY_LATER:
-                        break
-                except grpc.RpcError:
-                    pass
+                break
+            hold = item.not_before - t.clock()
+            if hold > 0:
+                await asyncio.sleep(hold)
+            while not t.stopping.is_set() and t.clock() < item.deadline:
+                if await self._write(item, item.deadline - t.clock()):
+                    break
                 # Retry only the newest message: with newer ones queued behind a failing one,
                 # move on (the destination pulls what it missed), so a dead peer's queue stays
                 # bounded instead of holding every round until its deadline.
                 if not self.queue.empty():
                     break
-                if self.transport.stopping.wait(net.retry_interval):
-                    return
+                await asyncio.sleep(retry)
+        await self.close()
+
+    async def _write(self, item: _Outgoing, budget: float) -> bool:
+        try:
+            if self._call is None:
+                self._call = self._open_stream()
+            await asyncio.wait_for(self._call.write(item.data), timeout=max(budget, 0.001))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the stream broke (peer down, reset) or stalled past the deadline
+            self._abandon()
+            return False
+        self.transport.traffic.messages_sent += 1
+        self.transport.traffic.bytes_sent += len(item.data)
+        return True
+
+    def _abandon(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+
+    async def close(self) -> None:
+        """Half-close the stream (the receiver then answers its DeliverReply), then let it go."""
+        if self._call is not None:
+            try:
+                await asyncio.wait_for(self._call.done_writing(), timeout=0.5)
+            except Exception:  # already broken: nothing to close politely
+                pass
+            self._abandon()
 
 
-class _Servicer(peer_pb2_grpc.PeerServicer):
+def _enqueue(outgoing: Sequence[tuple[_Link, _Outgoing]]) -> None:
+    """On the loop: hand messages to their links' queues (called thread-safely by `send`)."""
+    for link, item in outgoing:
+        link.queue.put_nowait(item)
+
+
+class _Servicer:
+    """The Peer service on the event loop; every handler returns at once (no waiting inside)."""
+
     def __init__(self, transport: "PeerTransport") -> None:
         self.t = transport
 
-    def Push(self, request: bytes, context: grpc.ServicerContext) -> peer_pb2.PushReply:
+    async def Push(self, request: bytes, context: grpc.aio.ServicerContext) -> peer_pb2.PushReply:
         # Raw bytes: the validator sizes and parses them itself, so garbage gets a reason code.
         return peer_pb2.PushReply(reason=self.t.receive(request))
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        """The Peer service, with Push taking undecoded bytes (see Push)."""
-        def unary(fn, request_type):
-            return grpc.unary_unary_rpc_method_handler(
-                fn, request_deserializer=request_type.FromString if request_type else None,
-                response_serializer=lambda reply: reply.SerializeToString())
+    async def Deliver(self, requests: Any, context: grpc.aio.ServicerContext) -> peer_pb2.DeliverReply:
+        received = accepted = 0
+        async for request in requests:
+            received += 1
+            accepted += self.t.receive(request) == wire.ACCEPTED
+        return peer_pb2.DeliverReply(received=received, accepted=accepted)
 
-        return grpc.method_handlers_generic_handler("decbyzpg.v1.Peer", {
-            "Push": unary(self.Push, None),
-            "Pull": unary(self.Pull, peer_pb2.PullRequest),
-            "Evidence": unary(self.Evidence, peer_pb2.EvidenceRequest),
-            "Status": unary(self.Status, peer_pb2.StatusRequest),
-        })
-
-    def Pull(self, request: peer_pb2.PullRequest, context: grpc.ServicerContext) -> peer_pb2.PullReply:
+    async def Pull(self, request: peer_pb2.PullRequest, context: grpc.aio.ServicerContext) -> peer_pb2.PullReply:
         if request.run_id != self.t.run_id:
             return peer_pb2.PullReply()
         try:
@@ -143,13 +227,46 @@ class _Servicer(peer_pb2_grpc.PeerServicer):
             return peer_pb2.PullReply()
         return peer_pb2.PullReply(messages=self.t.held(round_key))
 
-    def Evidence(self, request: peer_pb2.EvidenceRequest, context: grpc.ServicerContext) -> peer_pb2.EvidenceReply:
+    async def Evidence(self, request: peer_pb2.EvidenceRequest,
+                       context: grpc.aio.ServicerContext) -> peer_pb2.EvidenceReply:
         return peer_pb2.EvidenceReply(equivocations=self.t.store.evidence())
 
-    def Status(self, request: peer_pb2.StatusRequest, context: grpc.ServicerContext) -> peer_pb2.StatusReply:
+    async def Status(self, request: peer_pb2.StatusRequest, context: grpc.aio.ServicerContext) -> peer_pb2.StatusReply:
         return peer_pb2.StatusReply(run_id=self.t.run_id, peer_id=self.t.peer_id, iteration=self.t.iteration,
                                     finished=self.t.finished, rejected=self.t.rejections.counts(),
                                     accepted=self.t.accepted)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The Peer service, with Push and Deliver taking undecoded bytes (see Push)."""
+        def serialize(reply: Any) -> bytes:
+            return reply.SerializeToString()
+
+        def unary(fn: Callable, request_type: Any) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=request_type.FromString if request_type else None,
+                response_serializer=serialize)
+
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "Push": unary(self.Push, None),
+            "Deliver": grpc.stream_unary_rpc_method_handler(self.Deliver, request_deserializer=None,
+                                                            response_serializer=serialize),
+            "Pull": unary(self.Pull, peer_pb2.PullRequest),
+            "Evidence": unary(self.Evidence, peer_pb2.EvidenceRequest),
+            "Status": unary(self.Status, peer_pb2.StatusRequest),
+        })
+
+
+class _Client:
+    """Unary calls to one other peer (Push for raw bytes, Pull, Status) on a shared channel."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.push = channel.unary_unary(f"/{SERVICE}/Push", request_serializer=None,
+                                        response_deserializer=peer_pb2.PushReply.FromString)
+        self.pull = channel.unary_unary(f"/{SERVICE}/Pull", request_serializer=peer_pb2.PullRequest.SerializeToString,
+                                        response_deserializer=peer_pb2.PullReply.FromString)
+        self.status = channel.unary_unary(f"/{SERVICE}/Status",
+                                          request_serializer=peer_pb2.StatusRequest.SerializeToString,
+                                          response_deserializer=peer_pb2.StatusReply.FromString)
 
 
 class PeerTransport:
@@ -167,10 +284,11 @@ class PeerTransport:
         cfg = run.config
         self.schedule = Schedule.of(cfg)
         net = run.network
+        self.store = RoundStore()
         self.validator = wire.Validator(run.run_id, run.public_keys(), peer_id, dim, self.schedule.shape(),
                                         max_message_bytes=net.max_message_bytes,
-                                        window_ahead=net.window_ahead, keep_behind=net.retain_iterations)
-        self.store = RoundStore()
+                                        window_ahead=net.window_ahead, keep_behind=net.retain_iterations,
+                                        already_held=self.store.holds)
         self.rejections = RejectionLog()
         self.own: dict[RoundKey, peer_pb2.SignedMessage] = {}
         self.own_lock = threading.Lock()
@@ -178,63 +296,96 @@ class PeerTransport:
         self.finished = False
         self.accepted = 0
         self.crypto_seconds = 0.0
+        self.traffic = Traffic()
         self._crypto_lock = threading.Lock()
         self.stopping = threading.Event()
-        self.interrupted = threading.Event()
+        self.interrupted = threading.Event()  # set by a signal handler: leave the current round now
         self._delay_rng = random.Random(peer_id)
         self.junk_by_source: Counter[int] = Counter()  # rejected envelopes each peer relayed to us by Pull
         self._pull_strikes: Counter[int] = Counter()
-        self._pull_backoff_until: dict[int, float] = {}  # set by a signal handler: leave the current round now
+        self._pull_backoff_until: dict[int, float] = {}
         self.first_round = True
         self._seen_finished: set[int] = set()
-        self._server: grpc.Server | None = None
-        self._channels: dict[int, grpc.Channel] = {}
-        self._stubs: dict[int, peer_pb2_grpc.PeerStub] = {}
-        self._workers: dict[int, _DeliveryWorker] = {}
-        self._pull_pool = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="pull")
-        self.health = health.HealthServicer()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: grpc.aio.Server | None = None
+        self._channels: dict[int, grpc.aio.Channel] = {}
+        self._clients: dict[int, _Client] = {}
+        self._links: dict[int, _Link] = {}
+        self.health: Any = None
 
     # ------------------------------------------------------------------ lifecycle
+    def _call(self, make: Callable[[], Awaitable[Any]], timeout: float | None = None) -> Any:
+        """Run `make()` -- a coroutine or a gRPC call, created on the loop as grpc.aio requires --
+        on the event loop and wait for its result (from another thread)."""
+        assert self._loop is not None, "transport not started"
+
+        async def wait() -> Any:
+            return await make()
+
+        return asyncio.run_coroutine_threadsafe(wait(), self._loop).result(timeout)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
+        assert self._loop is not None, "transport not started"
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
     def start(self, bind: str | None = None) -> int:
         """Start serving (on the roster address's port unless `bind` says otherwise)."""
+        self._loop = event_loop()
+        return self._call(lambda: self._start(bind), timeout=30)
+
+    async def _start(self, bind: str | None) -> int:
         limit = 4 * self.run.network.max_message_bytes  # above it gRPC itself refuses
+        calls, streams = server_call_limits(len(self.run.peers))
         options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
-                   *SERVER_LINK_OPTIONS]
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max(8, 2 * len(self.run.peers))),
-                                   options=options)
+                   ("grpc.max_concurrent_streams", streams), *SERVER_LINK_OPTIONS]
+        self._server = grpc.aio.server(options=options, maximum_concurrent_rpcs=calls)
         self._server.add_generic_rpc_handlers((_Servicer(self).handler(),))
+        self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         address = bind or "[::]:" + self.run.peer(self.peer_id).address.rsplit(":", 1)[1]
-        port = self._server.add_insecure_port(address)
+        try:
+            port = self._server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise OSError(f"cannot listen on {address}: {error}") from None
         if port == 0:
             raise OSError(f"cannot listen on {address}")
-        self._server.start()
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        self.health.set("decbyzpg.v1.Peer", health_pb2.HealthCheckResponse.SERVING)
-        # A Pull reply may carry one message per roster entry.
+        await self._server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
         # A Pull reply may carry one honest-sized message per roster member, and no more.
         client_limit = len(self.run.peers) * (wire.max_envelope_bytes(self.dim) + 16) + 1024
         client_options = [("grpc.max_receive_message_length", client_limit), ("grpc.max_send_message_length", limit),
                           *CLIENT_LINK_OPTIONS]
         for other in self.others:
-            channel = grpc.insecure_channel(self.run.peer(other).address, options=client_options)
+            channel = grpc.aio.insecure_channel(self.run.peer(other).address, options=client_options)
             self._channels[other] = channel
-            self._stubs[other] = peer_pb2_grpc.PeerStub(channel)
-            worker = _DeliveryWorker(f"push-{other}", self._stubs[other], self)
-            worker.start()
-            self._workers[other] = worker
+            self._clients[other] = _Client(channel)
+            self._links[other] = _Link(self, other, channel)
         return port
 
     def stop(self, grace: float = 1.0) -> None:
+        if self._loop is None or self.stopping.is_set():
+            self.stopping.set()
+            return
         self.stopping.set()
-        self.health.enter_graceful_shutdown()
-        for worker in self._workers.values():
-            worker.queue.put(None)
-        self._pull_pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            self._call(lambda: self._stop(grace), timeout=grace + 5)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            log.warning("peer %d: the transport did not stop within %.1f s", self.peer_id, grace + 5)
+
+    async def _stop(self, grace: float) -> None:
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        for link in self._links.values():
+            link.queue.put_nowait(None)
+        if self._links:
+            await asyncio.wait([link.task for link in self._links.values()], timeout=1.0)
+        for link in self._links.values():
+            link.task.cancel()
         if self._server is not None:
-            self._server.stop(grace).wait(grace + 1)
+            await self._server.stop(grace)
         for channel in self._channels.values():
-            channel.close()
+            await channel.close()
 
     def linger(self, seconds: float, stop: threading.Event) -> None:
         """After the last iteration, keep serving Pulls until every other peer reports it
@@ -249,12 +400,12 @@ class PeerTransport:
 
     def _done(self, other: int) -> bool:
         try:
-            if self._stubs[other].Status(peer_pb2.StatusRequest(), timeout=1.0).finished:
-                self._seen_finished.add(other)  # once finished, it may exit: that is fine
-                return True
-            return False
-        except grpc.RpcError:
+            reply = self._call(lambda: self._clients[other].status(peer_pb2.StatusRequest(), timeout=1.0), timeout=3.0)
+        except (grpc.RpcError, concurrent.futures.TimeoutError):
             return False  # down, perhaps restarting: keep serving until `seconds` pass
+        if reply.finished:
+            self._seen_finished.add(other)  # once finished, it may exit: that is fine
+        return bool(reply.finished)
 
     def set_iteration(self, t: int) -> None:
         """Advance the receive window and forget what no peer can still need."""
@@ -273,6 +424,8 @@ class PeerTransport:
         verdict = self.validator.check(envelope, self.iteration)
         with self._crypto_lock:
             self.crypto_seconds += time.perf_counter() - started
+            self.traffic.messages_received += 1
+            self.traffic.bytes_received += len(envelope) if isinstance(envelope, bytes) else envelope.ByteSize()
         reason = verdict.reason
         if verdict.accepted:
             reason = self.store.add(verdict)
@@ -298,7 +451,7 @@ class PeerTransport:
         started = time.perf_counter()
         envelope = wire.sign_message(self.signing_key, self.run_id, round_key, self.peer_id, vector)
         with self._crypto_lock:
-            self.crypto_seconds += time.perf_counter() - started
+            self.crypto_seconds += time.perf_counter() - started  # body encoding included: it is tiny
         return envelope
 
     def deadline(self) -> float:
@@ -306,18 +459,29 @@ class PeerTransport:
         return self.clock() + (net.startup_timeout if self.first_round else net.round_timeout)
 
     def send(self, round_key: RoundKey, per_receiver: Mapping[int, np.ndarray | None], deadline: float) -> None:
-        """Sign and queue one vector per receiver (a broadcast passes the same vector to all)."""
-        signed: dict[int, peer_pb2.SignedMessage] = {}
+        """Sign and queue one vector per receiver (a broadcast passes the same vector to all).
+
+        Each distinct vector is signed and serialized once; its bytes are shared by every
+        destination's queue."""
+        signed: dict[int, tuple[peer_pb2.SignedMessage, bytes]] = {}
+        outgoing: list[tuple[_Link, _Outgoing]] = []
         for receiver, vector in per_receiver.items():
-            if vector is None or receiver == self.peer_id or receiver not in self._workers:
+            if vector is None or receiver == self.peer_id or receiver not in self._links:
                 continue
             ident = id(vector)
-            envelope = signed.get(ident) or self.sign(round_key, vector)
-            signed[ident] = envelope
-            self._workers[receiver].queue.put(_Outgoing(envelope, deadline, time.monotonic() + self._link_delay()))
+            if ident not in signed:
+                envelope = self.sign(round_key, vector)
+                started = time.perf_counter()
+                data = envelope.SerializeToString()
+                self.traffic.serialization_seconds += time.perf_counter() - started
+                signed[ident] = (envelope, data)
+            outgoing.append((self._links[receiver], _Outgoing(signed[ident][1], deadline,
+                                                              self.clock() + self._link_delay())))
         if len(signed) == 1:
             with self.own_lock:
-                self.own[round_key] = next(iter(signed.values()))
+                self.own[round_key] = next(iter(signed.values()))[0]
+        if outgoing and self._loop is not None:
+            self._loop.call_soon_threadsafe(_enqueue, outgoing)
 
     def broadcast(self, round_key: RoundKey, vector: np.ndarray, deadline: float) -> None:
         self.send(round_key, {other: vector for other in self.others}, deadline)
@@ -328,14 +492,14 @@ class PeerTransport:
         net = self.run.network
         return net.inject_delay + (self._delay_rng.uniform(0.0, net.inject_jitter) if net.inject_jitter else 0.0)
 
-    def _pull(self, source: int, round_key: RoundKey) -> None:
+    async def _pull(self, source: int, round_key: RoundKey) -> None:
         delay = self._link_delay()
-        if delay and self.stopping.wait(delay):
-            return
+        if delay:
+            await asyncio.sleep(delay)
         request = peer_pb2.PullRequest(run_id=self.run_id, iteration=round_key.iteration, phase=int(round_key.phase),
                                        round=round_key.round)
         try:
-            reply = self._stubs[source].Pull(request, timeout=self.run.network.push_timeout)
+            reply = await self._clients[source].pull(request, timeout=self.run.network.push_timeout)
         except grpc.RpcError:
             return
         self.accept_pulled(source, round_key, reply.messages)
@@ -376,14 +540,13 @@ class PeerTransport:
         return len(checked)
 
     def push_raw(self, receiver: int, data: bytes) -> int | None:
-        """Push arbitrary bytes as an envelope (Byzantine daemons' protocol misbehaviour).
+        """Push arbitrary bytes as an envelope by unary Push (Byzantine daemons' protocol misbehaviour).
 
         Returns the receiver's reason code, or None if the call failed."""
-        call = self._channels[receiver].unary_unary("/decbyzpg.v1.Peer/Push", request_serializer=None,
-                                                    response_deserializer=peer_pb2.PushReply.FromString)
+        timeout = self.run.network.push_timeout
         try:
-            return call(data, timeout=self.run.network.push_timeout).reason
-        except grpc.RpcError:
+            return self._call(lambda: self._clients[receiver].push(data, timeout=timeout), timeout=timeout + 1).reason
+        except (grpc.RpcError, concurrent.futures.TimeoutError):
             return None
 
     def expected_senders(self, round_key: RoundKey) -> tuple[set[int], int]:
@@ -407,7 +570,7 @@ class PeerTransport:
         net = self.run.network
         grace_end: float | None = None
         next_pull = started + net.retry_interval
-        pending_pulls: dict[int, futures.Future] = {}
+        pending_pulls: dict[int, concurrent.futures.Future] = {}
         timed_out = False
         while True:
             if self.interrupted.is_set():
@@ -429,7 +592,7 @@ class PeerTransport:
                         continue  # it delivered junk recently
                     future = pending_pulls.get(source)
                     if future is None or future.done():
-                        pending_pulls[source] = self._pull_pool.submit(self._pull, source, round_key)
+                        pending_pulls[source] = self._spawn(self._pull(source, round_key))
                 next_pull = now + net.retry_interval
             limit = min(deadline, next_pull, grace_end or deadline) - now
             self.store.wait_for(round_key, len(set(self.store.vectors(round_key))) + 1, max(limit, 0.0005))

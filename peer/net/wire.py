@@ -42,7 +42,7 @@ Security reasoning, in the order a message meets it:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -206,6 +206,7 @@ class Validator:
 
     Check order (each step assumes the previous passed): size (TOO_LARGE) -> envelope
     parse (MALFORMED) -> sender in roster (UNKNOWN_SENDER), not ourselves (SELF) ->
+    an envelope byte-identical to one already stored (DUPLICATE, without verifying again) ->
     Ed25519 signature over ``DOMAIN || body`` with the sender's pinned public key
     (BAD_SIGNATURE) -> body parse (MALFORMED) -> body sender equals envelope sender
     (SENDER_MISMATCH) -> run id (WRONG_RUN) -> iteration window (STALE, TOO_FAR_AHEAD)
@@ -228,6 +229,7 @@ class Validator:
         max_message_bytes: int = 1 << 20,
         window_ahead: int = 2,
         keep_behind: int = 2,
+        already_held: Callable[[int, bytes, bytes], bool] | None = None,
     ) -> None:
         if not isinstance(run_id, (bytes, bytearray)) or len(run_id) != RUN_ID_BYTES:
             raise ValueError(f"run id must be {RUN_ID_BYTES} bytes (a SHA-256 digest)")
@@ -255,6 +257,8 @@ class Validator:
         self.max_message_bytes = int(max_message_bytes)
         self.window_ahead = int(window_ahead)
         self.keep_behind = int(keep_behind)
+        # (sender, body, signature) -> bool: the exact envelope is already stored, hence verified
+        self.already_held = already_held
 
     def check(self, envelope: peer_pb2.SignedMessage | bytes, current_iteration: int) -> Verdict:
         """Validate raw envelope bytes or an envelope gRPC already parsed.
@@ -300,8 +304,11 @@ class Validator:
         if sender == self.self_id:
             return Verdict(_R.REJECT_REASON_SELF, sender)
 
-        # 5. signature over the exact bytes received -- before parsing them
+        # 5. signature over the exact bytes received -- before parsing them -- unless these
+        # exact bytes were verified and stored before (a push repeated by a pull or a retry)
         body_bytes = env.body
+        if self.already_held is not None and self.already_held(sender, body_bytes, env.signature):
+            return Verdict(_R.REJECT_REASON_DUPLICATE, sender)
         if not crypto.verify(public_key, DOMAIN, body_bytes, env.signature):
             return Verdict(_R.REJECT_REASON_BAD_SIGNATURE, sender)
 

@@ -107,3 +107,117 @@ def test_a_junk_pull_reply_costs_at_most_k_checks_and_is_charged_to_its_source(t
     assert puller.junk_by_source[4] >= 10_000 - 5  # charged to the peer that relayed them
     assert puller.rejections.counts() == {"BAD_SIGNATURE": 1}
     assert puller.pull_paused(4) and not puller.pull_paused(3)  # the junk source is left alone for a while
+
+
+def test_a_broadcast_travels_on_one_stream_per_destination(transports) -> None:
+    """Three rounds, one Deliver stream per ordered pair: each peer sent K - 1 messages a round."""
+    for t in transports:
+        t.first_round = False
+    for r in range(3):
+        exchange_all(transports, RoundKey(0, Phase.AGREEMENT, r), senders=range(5))
+    for t in transports:
+        assert t.traffic.messages_sent == 3 * 4
+        assert t.traffic.bytes_sent == 4 * sum(len(t.own[RoundKey(0, Phase.AGREEMENT, r)].SerializeToString())
+                                               for r in range(3))
+        assert t.rejections.counts() == {}
+
+
+def test_a_stream_broken_mid_round_recovers_without_losing_the_round(tmp_path) -> None:
+    """Peer 4 goes down (its streams break) while the others are in a round, comes back as a new
+    process on the same port within the round's deadline, and every peer completes the round with
+    every vector: the senders reopen their streams and retry, and the newcomer pulls."""
+    run = make_run(tmp_path, DATA, network={**NETWORK, "grace": 4.0})  # the others wait for peer 4
+    transports = [PeerTransport(run, k, key_of(run, k), DIM) for k in range(5)]
+    try:
+        for t in transports:
+            t.start()
+            t.first_round = False
+        exchange_all(transports, GRADIENT, senders=range(5))  # streams are up
+        transports[4].stop(grace=0.0)  # killed: every stream to it resets
+        round_key = RoundKey(0, Phase.AGREEMENT, 0)
+        results: dict[int, tuple] = {}
+        threads = [threading.Thread(target=lambda t=t: results.__setitem__(
+            t.peer_id, t.exchange(round_key, vector(t.peer_id)))) for t in transports[:4]]
+        for thread in threads:
+            thread.start()
+        threading.Event().wait(0.5)
+        transports[4] = PeerTransport(run, 4, key_of(run, 4), DIM)  # the restart, same port
+        transports[4].start()
+        transports[4].first_round = False
+        results[4] = transports[4].exchange(round_key, vector(4))
+        for thread in threads:
+            thread.join(30)
+        for k, (received, stats) in results.items():
+            assert sorted(received) == [j for j in range(5) if j != k], f"peer {k} lost a vector"
+            assert not stats.timed_out
+    finally:
+        for t in transports:
+            t.stop(grace=0.1)
+
+
+def test_a_message_seen_twice_is_verified_once(transports, monkeypatch) -> None:
+    """Pushed, then relayed by a Pull reply: the second copy is recognised without a signature check."""
+    from peer.net import crypto
+
+    exchange_all(transports, GRADIENT, senders=range(5))
+    receiver = transports[0]
+    calls = []
+    real_verify = crypto.verify
+    monkeypatch.setattr(crypto, "verify", lambda *a: calls.append(a) or real_verify(*a))
+    again = transports[1].own[GRADIENT]
+    assert receiver.receive(again.SerializeToString()) == peer_pb2.REJECT_REASON_DUPLICATE
+    assert receiver.accept_pulled(2, GRADIENT, receiver.held(GRADIENT)) == 0
+    assert calls == []
+
+
+def test_an_outsider_stream_of_junk_is_rejected_message_by_message(transports) -> None:
+    import grpc
+
+    with grpc.insecure_channel(transports[1].run.peer(1).address) as channel:
+        deliver = channel.stream_unary("/decbyzpg.v1.Peer/Deliver", request_serializer=None,
+                                       response_deserializer=peer_pb2.DeliverReply.FromString)
+        reply = deliver(iter([b"\x00junk", b"", peer_pb2.SignedMessage(sender=9).SerializeToString()]), timeout=10)
+    assert (reply.received, reply.accepted) == (3, 0)
+    assert transports[1].rejections.counts() == {"MALFORMED": 3}
+
+
+def test_a_peer_keeps_its_round_latency_while_100_half_open_calls_are_held(transports) -> None:
+    """Finding 1 of the security review: calls that send headers and never a message held the old
+    server's threads; ten of them made Status time out.  Here 100 such calls (Push and Deliver,
+    over ten connections) are held against peer 0 while the peers run rounds."""
+    import asyncio
+
+    import grpc
+
+    address = transports[0].run.peer(0).address
+    for t in transports:
+        t.first_round = False
+
+    async def hold(stop: asyncio.Event) -> None:
+        channels = [grpc.aio.insecure_channel(address) for _ in range(10)]
+        calls = []
+        for i in range(100):
+            method = "Push" if i % 2 else "Deliver"
+            calls.append(channels[i % 10].stream_unary(f"/decbyzpg.v1.Peer/{method}", request_serializer=None,
+                                                       response_deserializer=None)())
+        await stop.wait()
+        for call in calls:
+            call.cancel()
+        for channel in channels:
+            await channel.close()
+
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    holder = threading.Thread(target=loop.run_until_complete, args=(hold(stop),), daemon=True)
+    holder.start()
+    try:
+        threading.Event().wait(1.0)  # the calls are open
+        for r in range(3):
+            results = exchange_all(transports, RoundKey(0, Phase.AGREEMENT, r), senders=range(5))
+            for k, (received, stats) in results.items():
+                assert len(received) == 4 and not stats.timed_out and stats.seconds < 2.0, (k, stats)
+        status = query_status(address, timeout=2.0)
+        assert status["peer_id"] == 0
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        holder.join(10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ class Threads:
             try:
                 self.codes[peer_id] = daemon.serve(**kwargs)
             except BaseException as err:  # surfaced by join()
+                err.add_note("".join(traceback.format_exception(err)))
                 self.codes[peer_id] = err
 
         thread = threading.Thread(target=target, name=f"peer-{peer_id}", daemon=True)

@@ -107,6 +107,14 @@ class PullReply(_message.Message):
     messages: _containers.RepeatedCompositeFieldContainer[SignedMessage]
     def __init__(self, messages: _Optional[_Iterable[_Union[SignedMessage, _Mapping]]] = ...) -> None: ...
 
+class DeliverReply(_message.Message):
+    __slots__ = ("received", "accepted")
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    received: int
+    accepted: int
+    def __init__(self, received: _Optional[int] = ..., accepted: _Optional[int] = ...) -> None: ...
+
 class EvidenceRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -39,6 +39,11 @@ class PeerStub:
                 request_serializer=decbyzpg_dot_v1_dot_peer__pb2.SignedMessage.SerializeToString,
                 response_deserializer=decbyzpg_dot_v1_dot_peer__pb2.PushReply.FromString,
                 _registered_method=True)
+        self.Deliver = channel.stream_unary(
+                '/decbyzpg.v1.Peer/Deliver',
+                request_serializer=decbyzpg_dot_v1_dot_peer__pb2.SignedMessage.SerializeToString,
+                response_deserializer=decbyzpg_dot_v1_dot_peer__pb2.DeliverReply.FromString,
+                _registered_method=True)
         self.Pull = channel.unary_unary(
                 '/decbyzpg.v1.Peer/Pull',
                 request_serializer=decbyzpg_dot_v1_dot_peer__pb2.PullRequest.SerializeToString,
@@ -60,7 +65,19 @@ class PeerServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Push(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One envelope, one reason code: for clients that do not stream (conformance tools,
+        older peers, Byzantine test daemons). Validated exactly like a Deliver message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Deliver(self, request_iterator, context):
+        """How peers deliver: one long-lived stream per ordered pair of peers, opened by the
+        sender, carrying every envelope it sends to this receiver in order. Each message is
+        validated exactly as if pushed; there is no per-message reply (a lost message is
+        repaired by Pull), so a stream costs one message per envelope.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -90,6 +107,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Push,
                     request_deserializer=decbyzpg_dot_v1_dot_peer__pb2.SignedMessage.FromString,
                     response_serializer=decbyzpg_dot_v1_dot_peer__pb2.PushReply.SerializeToString,
+            ),
+            'Deliver': grpc.stream_unary_rpc_method_handler(
+                    servicer.Deliver,
+                    request_deserializer=decbyzpg_dot_v1_dot_peer__pb2.SignedMessage.FromString,
+                    response_serializer=decbyzpg_dot_v1_dot_peer__pb2.DeliverReply.SerializeToString,
             ),
             'Pull': grpc.unary_unary_rpc_method_handler(
                     servicer.Pull,
@@ -134,6 +156,33 @@ class Peer:
             '/decbyzpg.v1.Peer/Push',
             decbyzpg_dot_v1_dot_peer__pb2.SignedMessage.SerializeToString,
             decbyzpg_dot_v1_dot_peer__pb2.PushReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deliver(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/decbyzpg.v1.Peer/Deliver',
+            decbyzpg_dot_v1_dot_peer__pb2.SignedMessage.SerializeToString,
+            decbyzpg_dot_v1_dot_peer__pb2.DeliverReply.FromString,
             options,
             channel_credentials,
             insecure,
