@@ -43,6 +43,7 @@ from peer.net import wire
 from peer.net.files import atomic_write
 from peer.net.runfile import RunFile
 from peer.net.transport import Interrupted, PeerTransport
+from peer.net.usage import ProcessUsage
 
 log = logging.getLogger("decbyzpg.adversary")
 
@@ -73,6 +74,7 @@ class ByzantineDaemon:
         self.schedule = Schedule.of(self.cfg, self.genesis_hash)
         self.dim = model_dimension(run)
         self.transport = PeerTransport(run, peer_id, signing_key, self.dim)
+        self.usage = ProcessUsage()
         self.out_dir = Path(out_dir)
         self.rushing = bool(options.get("rushing", True))
         self.misbehaviour = Misbehaviour.from_table(options)
@@ -136,6 +138,7 @@ class ByzantineDaemon:
         atomic_write(self.out_dir / "adversary.json", json.dumps({
             "peer_id": self.peer_id, "attack": self.attack.name, "byzantine_ids": list(self.byzantine_ids),
             "misbehaviour": list(self.misbehaviour.kinds), "replies": dict(sorted(self.junk_replies.items())),
+            "usage": self.usage.snapshot(self.transport.traffic, self.transport.crypto_seconds),
         }, indent=2) + "\n")
 
     @property
@@ -161,6 +164,7 @@ class ByzantineDaemon:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         total = self.schedule.iteration_count
         start = min(self.resume_at(), total)
+        self.usage.mark_started()
         self.transport.start(bind)
         log.info("Byzantine peer %d (%s) serving; %d iterations, starting at %d", self.peer_id, self.attack.name,
                  total, start)

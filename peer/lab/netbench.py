@@ -57,7 +57,7 @@ def networked(cfg: RunConfig, byzantine: int, attack: str, out: Path, base_port:
     shutil.rmtree(out, ignore_errors=True)  # a previous benchmark's peers would resume from their checkpoints
     init_run(out / "run", cfg, byzantine_ids, attack, base_port=base_port, overwrite=True)
     cluster = Cluster(out / "run", out)
-    cpu_before, started = _children_cpu(), time.perf_counter()
+    cpu_before, started, launched = _children_cpu(), time.perf_counter(), time.time()
     cluster.start_all()
     try:
         while cluster.running():
@@ -80,6 +80,15 @@ def networked(cfg: RunConfig, byzantine: int, attack: str, out: Path, base_port:
         "rounds_timed_out": summary.get("rounds_timed_out"),
     }
     result.update(peer_figures(cluster))
+    # Startup (13 interpreters importing torch) is paid once per process; the in-process run
+    # paid it once, before its clock started.  Both figures are shown.
+    usages = [json.loads(p.read_text()).get("usage", {}) for p in
+              [*cluster.out.glob("peers/*/network.json"), *cluster.out.glob("peers/*/adversary.json")]]
+    if usages and all("serving_since" in u for u in usages):
+        result["startup_wall_seconds"] = max(u["serving_since"] for u in usages) - launched
+        result["startup_cpu_seconds"] = sum(u["startup_cpu_seconds"] for u in usages)
+        result["wall_seconds_after_startup"] = wall - result["startup_wall_seconds"]
+        result["cpu_seconds_after_startup"] = cpu - result["startup_cpu_seconds"]
     return result
 
 
@@ -139,6 +148,11 @@ def network_benchmark(peers: int, byzantine: int, trajectories: int, seed: int, 
     if "in_process" in report:
         report["wall_ratio"] = report["network"]["wall_seconds"] / report["in_process"]["wall_seconds"]
         report["cpu_ratio"] = report["network"]["cpu_seconds"] / report["in_process"]["cpu_seconds"]
+        if "wall_seconds_after_startup" in report["network"]:
+            report["wall_ratio_after_startup"] = (report["network"]["wall_seconds_after_startup"]
+                                                  / report["in_process"]["wall_seconds"])
+            report["cpu_ratio_after_startup"] = (report["network"]["cpu_seconds_after_startup"]
+                                                 / report["in_process"]["cpu_seconds"])
     atomic_write(out / "network-bench.json", json.dumps(report, indent=2) + "\n")
     return report
 
@@ -155,13 +169,45 @@ def render(report: dict[str, Any]) -> str:
     net = report["network"]
     inproc = report.get("in_process", {})
     lines.append(f"{'':28}{'in-process':>14}{'network':>14}{'ratio':>8}")
-    for name in ("wall_seconds", "cpu_seconds", "final_honest_return", "trajectories_to_target"):
-        ratio = report.get({"wall_seconds": "wall_ratio", "cpu_seconds": "cpu_ratio"}.get(name, ""), None)
-        lines.append(f"{name:28}{fmt(inproc.get(name)):>14}{fmt(net.get(name)):>14}{fmt(ratio):>8}")
+    ratios = {"wall_seconds": "wall_ratio", "cpu_seconds": "cpu_ratio",
+              "wall_seconds_after_startup": "wall_ratio_after_startup",
+              "cpu_seconds_after_startup": "cpu_ratio_after_startup"}
+    for name in ("wall_seconds", "cpu_seconds", "wall_seconds_after_startup", "cpu_seconds_after_startup",
+                 "final_honest_return", "trajectories_to_target"):
+        reference = inproc.get(name.replace("_after_startup", ""))
+        lines.append(f"{name:28}{fmt(reference):>14}{fmt(net.get(name)):>14}{fmt(report.get(ratios.get(name, ''))):>8}")
+    for name in ("startup_wall_seconds", "startup_cpu_seconds"):
+        lines.append(f"{name:28}{'':>14}{fmt(net.get(name)):>14}")
     for name in ("round_latency_ms_p50", "round_latency_ms_p99", "rounds_timed_out", "messages_sent_per_round",
                  "messages_received_per_round", "bytes_sent_per_round", "cpu_ms_per_round_per_peer",
                  "peak_rss_mb_per_peer", "threads_per_peer"):
         lines.append(f"{name:28}{'':>14}{fmt(net.get(name)):>14}")
     for part, seconds in net.get("cpu_split_seconds", {}).items():
         lines.append(f"  {part:26}{'':>14}{fmt(seconds):>14}")
+    return "\n".join(lines)
+
+
+def markdown(reports: list[dict[str, Any]]) -> str:
+    """One row per benchmark (e.g. K = 13, 25, 49, or before and after a change), for docs/RESULTS.md."""
+    def fmt(value: Any, digits: int = 1) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    head = ("| label | K (f) | trajectories | in-process wall s / CPU s | network wall s / CPU s | ratio wall / CPU "
+            "| after startup: ratio wall / CPU | round p50 / p99 ms | messages / bytes sent per round and peer "
+            "| CPU ms per round per peer (not learning) | peak RSS MB per peer | threads per peer |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in reports:
+        net, inproc = r["network"], r.get("in_process", {})
+        lines.append(
+            f"| {r.get('label', '')} | {r['peers']} ({r['byzantine']}) | {r['trajectories_per_agent']} "
+            f"| {fmt(inproc.get('wall_seconds'))} / {fmt(inproc.get('cpu_seconds'))} "
+            f"| {fmt(net['wall_seconds'])} / {fmt(net['cpu_seconds'])} "
+            f"| {fmt(r.get('wall_ratio'), 2)} / {fmt(r.get('cpu_ratio'), 2)} "
+            f"| {fmt(r.get('wall_ratio_after_startup'), 2)} / {fmt(r.get('cpu_ratio_after_startup'), 2)} "
+            f"| {fmt(net.get('round_latency_ms_p50'))} / {fmt(net.get('round_latency_ms_p99'))} "
+            f"| {fmt(net.get('messages_sent_per_round'))} / {fmt(net.get('bytes_sent_per_round'), 0)} "
+            f"| {fmt(net.get('cpu_ms_per_round_per_peer'))} | {fmt(net.get('peak_rss_mb_per_peer'), 0)} "
+            f"| {fmt(net.get('threads_per_peer'), 0)} |")
     return "\n".join(lines)

@@ -75,6 +75,7 @@ class RoundStore:
         self._evidence_bytes = 0
         self._equivocators: set[int] = set()
         self._by_signature: dict[bytes, tuple[RoundKey, int]] = {}  # held envelopes, for `holds`
+        self._wanted: dict[RoundKey, list[int]] = {}  # counts `wait_for` callers wait for, per round
         self._floor = -1  # iterations below this have been pruned
         self.max_evidence = max_evidence
         self.max_evidence_per_sender = max_evidence_per_sender
@@ -101,7 +102,9 @@ class RoundStore:
                     vector.flags.writeable = False
                 held_round[sender] = _Held(env, vector)
                 self._by_signature[env.signature] = (round_key, sender)
-                self._changed.notify_all()
+                # wake a waiter only when its count is reached, not once per message
+                if len(held_round) >= min(self._wanted.get(round_key, (0,))):
+                    self._changed.notify_all()
                 return ACCEPTED
             if held.envelope.body == env.body:
                 return peer_pb2.REJECT_REASON_DUPLICATE
@@ -195,5 +198,12 @@ class RoundStore:
         """Block until at least `count` messages are held for `round_key` or `timeout` seconds
         pass (None: no limit); returns the number held at return."""
         with self._changed:
-            self._changed.wait_for(lambda: len(self._rounds.get(round_key, ())) >= count, timeout)
+            wanted = self._wanted.setdefault(round_key, [])
+            wanted.append(count)
+            try:
+                self._changed.wait_for(lambda: len(self._rounds.get(round_key, ())) >= count, timeout)
+            finally:
+                wanted.remove(count)
+                if not wanted:
+                    del self._wanted[round_key]
             return len(self._rounds.get(round_key, ()))

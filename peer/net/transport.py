@@ -575,7 +575,8 @@ class PeerTransport:
         while True:
             if self.interrupted.is_set():
                 raise Interrupted(f"stopped while waiting in round {round_key}")
-            have = set(self.store.vectors(round_key)) & expected
+            held = self.store.vectors(round_key)  # one snapshot: `have` and the count below agree
+            have = set(held) & expected
             now = self.clock()
             if have == expected:
                 break
@@ -595,7 +596,10 @@ class PeerTransport:
                         pending_pulls[source] = self._spawn(self._pull(source, round_key))
                 next_pull = now + net.retry_interval
             limit = min(deadline, next_pull, grace_end or deadline) - now
-            self.store.wait_for(round_key, len(set(self.store.vectors(round_key))) + 1, max(limit, 0.0005))
+            # Sleep until enough new messages for the next milestone (the quorum, then all of
+            # them) could be in, not once per message: every wake-up is a context switch.
+            needed = quorum - len(have) if grace_end is None else len(expected - have)
+            self.store.wait_for(round_key, len(held) + max(1, needed), max(limit, 0.0005))
         self.first_round = False
         vectors = {s: v for s, v in self.store.vectors(round_key).items() if s in expected}
         return vectors, RoundStats(round_key, self.clock() - started, len(vectors), timed_out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import resource
 import threading
+import time
 from dataclasses import dataclass
 
 
@@ -47,18 +48,20 @@ class ProcessUsage:
     learning_seconds: float = 0.0
     waiting_seconds: float = 0.0
     startup_cpu_seconds: float = 0.0  # imports and setup, before the first round
+    serving_since: float = 0.0  # Unix time the peer started serving
     peak_threads: int = 0
 
     def mark_started(self) -> None:
         """Called when the peer starts serving: CPU spent before is startup, not protocol."""
         self.startup_cpu_seconds = _cpu_seconds()
+        self.serving_since = time.time()
 
     def snapshot(self, traffic: Traffic | None, crypto_seconds: float) -> dict[str, float | int]:
         self.peak_threads = max(self.peak_threads, thread_count())
         figures: dict[str, float | int] = {
             "rounds": self.rounds, "learning_seconds": self.learning_seconds,
             "waiting_seconds": self.waiting_seconds, "crypto_seconds": crypto_seconds,
-            "startup_cpu_seconds": self.startup_cpu_seconds,
+            "startup_cpu_seconds": self.startup_cpu_seconds, "serving_since": self.serving_since,
             "cpu_seconds": _cpu_seconds() - self.startup_cpu_seconds,  # since serving began
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,  # Linux reports KiB
             "threads": self.peak_threads,
