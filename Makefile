@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install run test bench sweeps ablation report clean proto image
+.PHONY: install run test bench network-bench sweeps ablation report clean proto image
 
 install: $(STAMP)
 
@@ -46,6 +46,13 @@ sweeps: install
 	$(BIN)/decbyzpg trace --attack avg_zero --seed 2 --trajectories 2000 --allow-beyond-tolerance \
 		--out results/trace-avg_zero-s2.csv
 	$(BIN)/decbyzpg cluster --out results/cluster-main
+	$(MAKE) network-bench
+
+## The network's cost next to the learning's: in process vs K loopback peers, K = 13, 25, 49.
+network-bench: install
+	$(BIN)/decbyzpg bench --network --peers 13 --byzantine 3 --trajectories 1500 --out results/network-bench-K13
+	$(BIN)/decbyzpg bench --network --peers 25 --byzantine 6 --trajectories 300 --out results/network-bench-K25
+	$(BIN)/decbyzpg bench --network --peers 49 --byzantine 12 --trajectories 200 --out results/network-bench-K49
 
 ## The estimator ablation behind docs/TUNING.md: DecByzPG, K = 13, f = 3 AvgZero, seeds 0-2,
 ## with the tuned estimator, the paper's, and each of the tuned one's two ingredients alone.
@@ -64,7 +71,9 @@ ablation: install
 report: install
 	$(BIN)/decbyzpg report results/sweep-speedup results/sweep-attacks results/sweep-lunar results/ablation-tuned \
 		results/ablation-paper results/ablation-baseline results/ablation-per-decision \
-		results/sweep-bucketing --bench results/bench.json --cluster results/cluster-main --matrix results/matrix
+		results/sweep-bucketing --bench results/bench.json --cluster results/cluster-main --matrix results/matrix \
+		--network-bench results/network-bench-K13 --network-bench results/network-bench-K25 \
+		--network-bench results/network-bench-K49
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis

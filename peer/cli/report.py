@@ -36,7 +36,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from peer.lab.report import write_report
 
     write_report([Path(p) for p in args.sweeps], Path(args.out), args.bench, [Path(c) for c in args.cluster],
-                 Path(args.matrix) if args.matrix else None)
+                 Path(args.matrix) if args.matrix else None, [Path(p) for p in args.network_bench])
     print(f"wrote {args.out}")
     return ExitCode.SUCCESS
 
@@ -64,5 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--cluster", action="append", default=[], metavar="DIR",
                         help="a `decbyzpg cluster` results directory to include (repeatable)")
     report.add_argument("--matrix", metavar="DIR", help="a `decbyzpg matrix` directory to include")
+    report.add_argument("--network-bench", action="append", default=[], metavar="DIR",
+                        help="a `decbyzpg bench --network` directory to include, one table row each (repeatable)")
     report.add_argument("--out", default="docs/RESULTS.md")
     report.set_defaults(func=cmd_report)

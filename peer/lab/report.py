@@ -150,7 +150,8 @@ def _number(value: float | None) -> str:
 
 
 def write_report(sweeps: Sequence[Path], out: Path, bench: str | None = None,
-                 clusters: Sequence[Path] = (), matrix: Path | None = None) -> None:
+                 clusters: Sequence[Path] = (), matrix: Path | None = None,
+                 network_benches: Sequence[Path] = ()) -> None:
     figures = out.parent / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     lines = ["# Results", "",
@@ -185,6 +186,27 @@ def write_report(sweeps: Sequence[Path], out: Path, bench: str | None = None,
         lines += _bench_section(bench_data)
     if clusters:
         lines += _cluster_section([Path(c) for c in clusters], bench_data)
+    if network_benches:
+        lines += network_bench_section([Path(p) for p in network_benches])
     if matrix is not None:
         lines += matrix_section(Path(matrix), figures)
     atomic_write(out, "\n".join(lines) + "\n")
+
+
+def network_bench_section(paths: Sequence[Path]) -> list[str]:
+    """The `decbyzpg bench --network` results, one row each, labelled by their directory's name."""
+    from peer.lab.netbench import markdown
+
+    reports = []
+    for path in paths:
+        path = path / "network-bench.json" if path.is_dir() else path
+        if not path.exists():
+            raise RunStateError(f"{path} does not exist (run `decbyzpg bench --network --out DIR` first)")
+        reports.append({**json.loads(path.read_text()), "label": path.parent.name})
+    return ["## In process and over the network, side by side (`decbyzpg bench --network`)", "",
+            "Each row is one command: the same configuration run in one process and as K peer processes "
+            "on loopback, one after the other. 'After startup' leaves out the time until the last peer "
+            "serves (K interpreters importing torch) and those processes' startup CPU; the in-process run "
+            "imported torch before its clock started. CPU per round per peer is a peer's process CPU less "
+            "its learning (sampling, estimating, aggregating, agreeing), over its rounds.", "",
+            markdown(reports), ""]

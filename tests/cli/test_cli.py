@@ -45,6 +45,8 @@ def test_config_file_and_flags(tmp_path) -> None:
     (["run", "--attack", "nope"], "attack.name"),
     (["run", "--trajectories", "0"], "--trajectories"),
     (["sweep", "--trajectories", "10"], "--suite or --algorithms"),
+    (["bench", "--network", "--peers", "4", "--byzantine", "4"], "--byzantine < --peers"),
+    (["bench", "--network", "--peers", "5", "--byzantine", "2"], "allow_beyond_tolerance"),
 ])
 def test_errors_are_one_line_with_exit_code_2(argv, fragment, capsys) -> None:
     assert main(argv) == 2
