@@ -70,6 +70,11 @@ SERVER_LINK_OPTIONS = [
 ]
 
 
+# How long one attempt to write a message waits for an unreachable peer before the sender
+# looks for a newer message to send instead.
+LINK_ATTEMPT_SECONDS = 1.0
+
+
 def server_call_limits(num_peers: int) -> tuple[int, int]:
     """(concurrent calls per peer, concurrent streams per connection).
 
@@ -156,24 +161,28 @@ class _Link:
             if hold > 0:
                 await asyncio.sleep(hold)
             while not t.stopping.is_set() and t.clock() < item.deadline:
-                if await self._write(item, item.deadline - t.clock()):
+                attempt_started = t.clock()
+                if await self._write(item, min(item.deadline - t.clock(), LINK_ATTEMPT_SECONDS)):
                     break
                 # Retry only the newest message: with newer ones queued behind a failing one,
                 # move on (the destination pulls what it missed), so a dead peer's queue stays
                 # bounded instead of holding every round until its deadline.
                 if not self.queue.empty():
                     break
-                await asyncio.sleep(retry)
+                if t.clock() - attempt_started < retry:  # failed at once: do not spin
+                    await asyncio.sleep(retry)
         await self.close()
 
     async def _write(self, item: _Outgoing, budget: float) -> bool:
         try:
             if self._call is None:
-                self._call = self._open_stream()
+                # wait_for_ready: while the peer is down, the call waits for gRPC's own reconnect
+                # (backoff up to 2 s) instead of failing at once and being retried in a loop
+                self._call = self._open_stream(wait_for_ready=True)
             await asyncio.wait_for(self._call.write(item.data), timeout=max(budget, 0.001))
         except asyncio.CancelledError:
             raise
-        except Exception:  # the stream broke (peer down, reset) or stalled past the deadline
+        except Exception:  # the stream broke (peer down, reset) or stalled past the attempt
             self._abandon()
             return False
         self.transport.traffic.messages_sent += 1
@@ -304,6 +313,8 @@ class PeerTransport:
         self.junk_by_source: Counter[int] = Counter()  # rejected envelopes each peer relayed to us by Pull
         self._pull_strikes: Counter[int] = Counter()
         self._pull_backoff_until: dict[int, float] = {}
+        self._pull_failures: Counter[int] = Counter()
+        self._unreachable_until: dict[int, float] = {}  # sources whose last pulls failed
         self.first_round = True
         self._seen_finished: set[int] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -501,7 +512,13 @@ class PeerTransport:
         try:
             reply = await self._clients[source].pull(request, timeout=self.run.network.push_timeout)
         except grpc.RpcError:
+            # down or restarting: ask again after retry_interval * 2^failures, at most 2 s,
+            # instead of every retry_interval (K - 1 failing calls per interval at startup)
+            failures = self._pull_failures[source] = self._pull_failures[source] + 1
+            self._unreachable_until[source] = self.clock() + min(2.0, self.run.network.retry_interval * 2 ** failures)
             return
+        self._pull_failures[source] = 0
+        self._unreachable_until.pop(source, None)
         self.accept_pulled(source, round_key, reply.messages)
 
     def pull_paused(self, source: int, now: float | None = None) -> bool:
@@ -589,8 +606,8 @@ class PeerTransport:
                 break
             if now >= next_pull:
                 for source in (expected - have) | set(also_pull):
-                    if self.pull_paused(source, now):
-                        continue  # it delivered junk recently
+                    if self.pull_paused(source, now) or self._unreachable_until.get(source, 0.0) > now:
+                        continue  # it delivered junk recently, or could not be reached
                     future = pending_pulls.get(source)
                     if future is None or future.done():
                         pending_pulls[source] = self._spawn(self._pull(source, round_key))
