@@ -226,12 +226,16 @@ def network_summary(logs: Mapping[int, list[IterationMetrics]]) -> dict[str, Any
     """Agreement-round latency percentiles and where the honest peers' time went.
 
     Agreement rounds follow each other with almost no computation in between, so their
-    latency is the protocol's own cost (signing, pushing, verifying, scheduling).  Gradient
+    latency is mostly the protocol's own cost (signing, sending, verifying, scheduling).  The
+    first agreement round of a small-batch iteration also waits for the slowest peer's
+    sampling (no exchange precedes it); `later_round_latency_*` counts only rounds r >= 1,
+    between which there is nothing but the protocol and the agreement rule.  Gradient
     rounds also include waiting for the slowest peer to finish sampling; that wait is
     reported apart as `synchronisation_share`.  `communication_share` charges every round
     (gradient rounds included) the median agreement-round latency, plus all agreement time.
     """
     agreement, gradient_waits, crypto, total, rounds, timed_out = [], 0.0, 0.0, 0.0, 0, 0
+    later: list[float] = []  # agreement rounds r >= 1: nothing but the protocol between them
     for rows in logs.values():
         for r in rows:
             for item in r.round_ms.split():
@@ -240,20 +244,24 @@ def network_summary(logs: Mapping[int, list[IterationMetrics]]) -> dict[str, Any
                 rounds += 1
                 if kind.startswith("a"):
                     agreement.append(ms)
+                    if kind != "a0":
+                        later.append(ms)
                 else:
                     gradient_waits += ms / 1e3
             crypto += r.crypto_seconds
             total += r.seconds
             timed_out += r.rounds_timed_out
     agreement.sort()
+    later.sort()
 
-    def pct(p: float) -> float | None:
-        return agreement[min(len(agreement) - 1, int(p * len(agreement)))] if agreement else None
+    def pct(p: float, values: list[float] = agreement) -> float | None:
+        return values[min(len(values) - 1, int(p * len(values)))] if values else None
 
     p50 = pct(0.5) or 0.0
     non_agreement = rounds - len(agreement)
     communication = sum(agreement) / 1e3 + non_agreement * p50 / 1e3
     return {"round_latency_ms_p50": pct(0.5), "round_latency_ms_p99": pct(0.99),
+            "later_round_latency_ms_p50": pct(0.5, later), "later_round_latency_ms_p99": pct(0.99, later),
             "communication_share": communication / total if total else None,
             "synchronisation_share": max(0.0, gradient_waits - non_agreement * p50 / 1e3) / total if total else None,
             "crypto_share": crypto / total if total else None, "rounds_timed_out": timed_out}

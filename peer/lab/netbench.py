@@ -77,6 +77,8 @@ def networked(cfg: RunConfig, byzantine: int, attack: str, out: Path, base_port:
         "trajectories_to_target": summary.get("trajectories_to_target"),
         "round_latency_ms_p50": summary.get("round_latency_ms_p50"),
         "round_latency_ms_p99": summary.get("round_latency_ms_p99"),
+        "later_round_latency_ms_p50": summary.get("later_round_latency_ms_p50"),
+        "later_round_latency_ms_p99": summary.get("later_round_latency_ms_p99"),
         "rounds_timed_out": summary.get("rounds_timed_out"),
     }
     result.update(peer_figures(cluster))
@@ -178,7 +180,8 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"{name:28}{fmt(reference):>14}{fmt(net.get(name)):>14}{fmt(report.get(ratios.get(name, ''))):>8}")
     for name in ("startup_wall_seconds", "startup_cpu_seconds"):
         lines.append(f"{name:28}{'':>14}{fmt(net.get(name)):>14}")
-    for name in ("round_latency_ms_p50", "round_latency_ms_p99", "rounds_timed_out", "messages_sent_per_round",
+    for name in ("round_latency_ms_p50", "round_latency_ms_p99", "later_round_latency_ms_p50",
+                 "later_round_latency_ms_p99", "rounds_timed_out", "messages_sent_per_round",
                  "messages_received_per_round", "bytes_sent_per_round", "cpu_ms_per_round_per_peer",
                  "peak_rss_mb_per_peer", "threads_per_peer"):
         lines.append(f"{name:28}{'':>14}{fmt(net.get(name)):>14}")
@@ -195,7 +198,7 @@ def markdown(reports: list[dict[str, Any]]) -> str:
         return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
     head = ("| label | K (f) | trajectories | in-process wall s / CPU s | network wall s / CPU s | ratio wall / CPU "
-            "| after startup: ratio wall / CPU | round p50 / p99 ms | messages / bytes sent per round and peer "
+            "| after startup: ratio wall / CPU | agreement round p50 / p99 ms | rounds r >= 1: p50 / p99 ms | messages / bytes sent per round and peer "
             "| CPU ms per round per peer (not learning) | peak RSS MB per peer | threads per peer |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in reports:
@@ -207,6 +210,7 @@ def markdown(reports: list[dict[str, Any]]) -> str:
             f"| {fmt(r.get('wall_ratio'), 2)} / {fmt(r.get('cpu_ratio'), 2)} "
             f"| {fmt(r.get('wall_ratio_after_startup'), 2)} / {fmt(r.get('cpu_ratio_after_startup'), 2)} "
             f"| {fmt(net.get('round_latency_ms_p50'))} / {fmt(net.get('round_latency_ms_p99'))} "
+            f"| {fmt(net.get('later_round_latency_ms_p50'))} / {fmt(net.get('later_round_latency_ms_p99'))} "
             f"| {fmt(net.get('messages_sent_per_round'))} / {fmt(net.get('bytes_sent_per_round'), 0)} "
             f"| {fmt(net.get('cpu_ms_per_round_per_peer'))} | {fmt(net.get('peak_rss_mb_per_peer'), 0)} "
             f"| {fmt(net.get('threads_per_peer'), 0)} |")

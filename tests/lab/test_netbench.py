@@ -25,3 +25,18 @@ def test_a_small_network_benchmark_runs_both_sides_and_counts_one_stream_message
     assert "round_latency_ms_p50" in text and "in-process" in text
     table = markdown([{**report, "label": "small"}])
     assert table.count("\n") == 2 and "| small | 4 (0) | 100 |" in table
+
+
+def test_network_summary_separates_rounds_that_wait_for_sampling() -> None:
+    """a0 of a small-batch iteration waits for the slowest peer's sampling; a1, a2 only for the protocol."""
+    from peer.engine.metrics import IterationMetrics
+    from peer.lab.cluster import network_summary
+
+    rows = [IterationMetrics(iteration=0, trajectories_per_agent=50, x_t=1, round_ms="g0:300 a0:20 a1:10 a2:12",
+                             seconds=1.0),
+            IterationMetrics(iteration=1, trajectories_per_agent=54, x_t=0, round_ms="a0:90 a1:11 a2:13",
+                             seconds=0.5)]
+    summary = network_summary({0: rows})
+    assert summary["round_latency_ms_p50"] == 13.0  # over a0 and the later rounds: 10 11 12 13 20 90
+    assert summary["later_round_latency_ms_p50"] == 12.0  # 10 11 12 13
+    assert summary["later_round_latency_ms_p99"] == 13.0
