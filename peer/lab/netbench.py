@@ -127,6 +127,8 @@ def peer_figures(cluster: Cluster) -> dict[str, Any]:
             "learning": median("learning_seconds"), "serialization": median("serialization_seconds"),
             "crypto": median("crypto_seconds"), "grpc_and_other": part("cpu_seconds") - measured,
             "process_cpu": median("cpu_seconds"), "waiting_in_rounds_wall": median("waiting_seconds"),
+            "by_thread_main": median("main_thread_cpu_seconds"), "by_thread_event_loop": median("loop_thread_cpu_seconds"),
+            "by_thread_grpc_core_and_poller": median("other_threads_cpu_seconds"),
         },
         "cpu_ms_per_round_per_peer": 1e3 * (part("cpu_seconds") - part("learning_seconds")) / rounds if rounds else None,
         "peak_rss_mb_per_peer": max((u["peak_rss_mb"] for u in every if "peak_rss_mb" in u), default=None),

@@ -88,6 +88,7 @@ def server_call_limits(num_peers: int) -> tuple[int, int]:
 
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
+loop_thread_id: int | None = None  # the loop thread's native id (for per-thread CPU figures)
 
 
 def event_loop() -> asyncio.AbstractEventLoop:
@@ -96,7 +97,7 @@ def event_loop() -> asyncio.AbstractEventLoop:
     One loop per process, shared by every transport in it (tests run several peers in one
     process): grpc.aio objects belong to the loop that created them.
     """
-    global _loop
+    global _loop, loop_thread_id
     with _loop_lock:
         if _loop is None or _loop.is_closed():
             loop = asyncio.new_event_loop()
@@ -107,9 +108,10 @@ def event_loop() -> asyncio.AbstractEventLoop:
                 loop.call_soon(ready.set)
                 loop.run_forever()
 
-            threading.Thread(target=run, name="grpc-loop", daemon=True).start()
+            thread = threading.Thread(target=run, name="grpc-loop", daemon=True)
+            thread.start()
             ready.wait()
-            _loop = loop
+            _loop, loop_thread_id = loop, thread.native_id
         return _loop
 
 

@@ -27,6 +27,16 @@ class Traffic:
     serialization_seconds: float = 0.0
 
 
+def thread_cpu_seconds(native_id: int) -> float | None:
+    """CPU seconds (user + system) of one thread of this process, from /proc (Linux); None elsewhere."""
+    try:
+        with open(f"/proc/self/task/{native_id}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def thread_count() -> int:
     """Every thread of this process, gRPC's own included (Linux), else Python's."""
     try:
@@ -56,7 +66,8 @@ class ProcessUsage:
         self.startup_cpu_seconds = _cpu_seconds()
         self.serving_since = time.time()
 
-    def snapshot(self, traffic: Traffic | None, crypto_seconds: float) -> dict[str, float | int]:
+    def snapshot(self, traffic: Traffic | None, crypto_seconds: float,
+                 loop_thread_id: int | None = None) -> dict[str, float | int]:
         self.peak_threads = max(self.peak_threads, thread_count())
         figures: dict[str, float | int] = {
             "rounds": self.rounds, "learning_seconds": self.learning_seconds,
@@ -66,6 +77,15 @@ class ProcessUsage:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,  # Linux reports KiB
             "threads": self.peak_threads,
         }
+        # where the CPU went, by thread: the driver (learning, signing, waiting), the event loop
+        # (receiving, validating, sending) and the rest (gRPC's C-core threads and its poller)
+        main = thread_cpu_seconds(threading.main_thread().native_id or os.getpid())
+        loop = thread_cpu_seconds(loop_thread_id) if loop_thread_id is not None else None
+        if main is not None and loop is not None:
+            since_start = figures["cpu_seconds"]
+            figures.update(main_thread_cpu_seconds=main - self.startup_cpu_seconds,
+                           loop_thread_cpu_seconds=loop,
+                           other_threads_cpu_seconds=since_start - (main - self.startup_cpu_seconds) - loop)
         if traffic is not None:
             figures.update(messages_sent=traffic.messages_sent, bytes_sent=traffic.bytes_sent,
                            messages_received=traffic.messages_received, bytes_received=traffic.bytes_received,
