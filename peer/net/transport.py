@@ -181,7 +181,8 @@ class _Link:
                 # wait_for_ready: while the peer is down, the call waits for gRPC's own reconnect
                 # (backoff up to 2 s) instead of failing at once and being retried in a loop
                 self._call = self._open_stream(wait_for_ready=True)
-            await asyncio.wait_for(self._call.write(item.data), timeout=max(budget, 0.001))
+            async with asyncio.timeout(max(budget, 0.001)):  # no task per write, unlike wait_for
+                await self._call.write(item.data)
         except asyncio.CancelledError:
             raise
         except Exception:  # the stream broke (peer down, reset) or stalled past the attempt
