@@ -70,6 +70,9 @@ SERVER_LINK_OPTIONS = [
 ]
 
 
+# The longest wait between two rounds of pulls within one round.
+MAX_PULL_INTERVAL = 2.0
+
 # How long one attempt to write a message waits for an unreachable peer before the sender
 # looks for a newer message to send instead.
 LINK_ATTEMPT_SECONDS = 1.0
@@ -237,7 +240,7 @@ class _Servicer:
             round_key = RoundKey(int(request.iteration), Phase(int(request.phase)), int(request.round))
         except ValueError:
             return peer_pb2.PullReply()
-        return peer_pb2.PullReply(messages=self.t.held(round_key))
+        return peer_pb2.PullReply(messages=self.t.held(round_key, set(request.senders)))
 
     async def Evidence(self, request: peer_pb2.EvidenceRequest,
                        context: grpc.aio.ServicerContext) -> peer_pb2.EvidenceReply:
@@ -452,12 +455,15 @@ class PeerTransport:
                     self.junk_by_source[via] += 1
         return reason
 
-    def held(self, round_key: RoundKey) -> list[peer_pb2.SignedMessage]:
-        """Everything this peer holds for a round, its own message included (for Pull)."""
+    def held(self, round_key: RoundKey, senders: set[int] | None = None) -> list[peer_pb2.SignedMessage]:
+        """What this peer holds for a round, its own message included (for Pull): every
+        sender's, or only those in `senders` when it is not empty."""
         messages = list(self.store.envelopes(round_key))
         with self.own_lock:
             if round_key in self.own:
                 messages.append(self.own[round_key])
+        if senders:
+            messages = [m for m in messages if m.sender in senders]
         return messages
 
     # ------------------------------------------------------------------ sending
@@ -506,12 +512,12 @@ class PeerTransport:
         net = self.run.network
         return net.inject_delay + (self._delay_rng.uniform(0.0, net.inject_jitter) if net.inject_jitter else 0.0)
 
-    async def _pull(self, source: int, round_key: RoundKey) -> None:
+    async def _pull(self, source: int, round_key: RoundKey, missing: Sequence[int] = ()) -> None:
         delay = self._link_delay()
         if delay:
             await asyncio.sleep(delay)
         request = peer_pb2.PullRequest(run_id=self.run_id, iteration=round_key.iteration, phase=int(round_key.phase),
-                                       round=round_key.round)
+                                       round=round_key.round, senders=sorted(missing))
         try:
             reply = await self._clients[source].pull(request, timeout=self.run.network.push_timeout)
         except grpc.RpcError:
@@ -590,6 +596,7 @@ class PeerTransport:
         net = self.run.network
         grace_end: float | None = None
         next_pull = started + net.retry_interval
+        pulls = 0  # rounds of pulls so far: the interval doubles with each, up to MAX_PULL_INTERVAL
         pending_pulls: dict[int, concurrent.futures.Future] = {}
         timed_out = False
         while True:
@@ -608,13 +615,19 @@ class PeerTransport:
                 timed_out = True
                 break
             if now >= next_pull:
-                for source in (expected - have) | set(also_pull):
+                # A slow round is not a lost message: pulling every peer every retry_interval
+                # while 2 cores are saturated multiplies the load that made the round slow,
+                # so the interval doubles; and a pull asks only for the senders still missing.
+                missing = sorted(expected - have)
+                for source in set(missing) | set(also_pull):
                     if self.pull_paused(source, now) or self._unreachable_until.get(source, 0.0) > now:
                         continue  # it delivered junk recently, or could not be reached
                     future = pending_pulls.get(source)
                     if future is None or future.done():
-                        pending_pulls[source] = self._spawn(self._pull(source, round_key))
-                next_pull = now + net.retry_interval
+                        wanted = () if source in also_pull else missing
+                        pending_pulls[source] = self._spawn(self._pull(source, round_key, wanted))
+                pulls += 1
+                next_pull = now + min(MAX_PULL_INTERVAL, net.retry_interval * 2 ** pulls)
             limit = min(deadline, next_pull, grace_end or deadline) - now
             # Sleep until enough new messages for the next milestone (the quorum, then all of
             # them) could be in, not once per message: every wake-up is a context switch.

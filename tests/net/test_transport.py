@@ -225,3 +225,12 @@ def test_a_peer_keeps_its_round_latency_while_100_half_open_calls_are_held(trans
     finally:
         loop.call_soon_threadsafe(stop.set)
         holder.join(10)
+
+
+def test_a_pull_can_ask_for_the_missing_senders_only(transports) -> None:
+    """PullRequest.senders: a peer missing one vector gets one envelope back, not all K."""
+    exchange_all(transports, GRADIENT, senders=range(5))
+    source = transports[0]
+    assert len(source.held(GRADIENT)) == 5  # everyone's, its own included
+    assert [m.sender for m in source.held(GRADIENT, {3})] == [3]
+    assert len(source.held(GRADIENT, set())) == 5  # empty: everything, as older peers ask

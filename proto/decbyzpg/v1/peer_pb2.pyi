@@ -90,16 +90,18 @@ class PushReply(_message.Message):
     def __init__(self, reason: _Optional[_Union[RejectReason, str]] = ...) -> None: ...
 
 class PullRequest(_message.Message):
-    __slots__ = ("run_id", "iteration", "phase", "round")
+    __slots__ = ("run_id", "iteration", "phase", "round", "senders")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
+    SENDERS_FIELD_NUMBER: _ClassVar[int]
     run_id: bytes
     iteration: int
     phase: Phase
     round: int
-    def __init__(self, run_id: _Optional[bytes] = ..., iteration: _Optional[int] = ..., phase: _Optional[_Union[Phase, str]] = ..., round: _Optional[int] = ...) -> None: ...
+    senders: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, run_id: _Optional[bytes] = ..., iteration: _Optional[int] = ..., phase: _Optional[_Union[Phase, str]] = ..., round: _Optional[int] = ..., senders: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PullReply(_message.Message):
     __slots__ = ("messages",)
