@@ -150,6 +150,7 @@ class _Link:
         self.transport = transport
         self.destination = destination
         self.queue: asyncio.Queue[_Outgoing | None] = asyncio.Queue()
+        self._channel = channel
         self._open_stream = channel.stream_unary(f"/{SERVICE}/Deliver", request_serializer=None,
                                                  response_deserializer=peer_pb2.DeliverReply.FromString)
         self._call: Any = None
@@ -181,8 +182,12 @@ class _Link:
     async def _write(self, item: _Outgoing, budget: float) -> bool:
         try:
             if self._call is None:
-                # wait_for_ready: while the peer is down, the call waits for gRPC's own reconnect
-                # (backoff up to 2 s) instead of failing at once and being retried in a loop
+                # While the peer is down, wait for gRPC's own reconnect (backoff up to 2 s)
+                # instead of opening calls that fail at once, in a loop: no call exists until
+                # the connection is up.
+                if self._channel.get_state(try_to_connect=True) != grpc.ChannelConnectivity.READY:
+                    async with asyncio.timeout(max(budget, 0.001)):
+                        await self._channel.channel_ready()
                 self._call = self._open_stream(wait_for_ready=True)
             async with asyncio.timeout(max(budget, 0.001)):  # no task per write, unlike wait_for
                 await self._call.write(item.data)
@@ -519,8 +524,10 @@ class PeerTransport:
         request = peer_pb2.PullRequest(run_id=self.run_id, iteration=round_key.iteration, phase=int(round_key.phase),
                                        round=round_key.round, senders=sorted(missing))
         try:
+            if self._channels[source].get_state(try_to_connect=True) != grpc.ChannelConnectivity.READY:
+                raise ConnectionError  # not connected (yet): a call would fail at once
             reply = await self._clients[source].pull(request, timeout=self.run.network.push_timeout)
-        except grpc.RpcError:
+        except (grpc.RpcError, ConnectionError):
             # down or restarting: ask again after retry_interval * 2^failures, at most 2 s,
             # instead of every retry_interval (K - 1 failing calls per interval at startup)
             failures = self._pull_failures[source] = self._pull_failures[source] + 1
