@@ -201,7 +201,7 @@ def markdown(reports: list[dict[str, Any]]) -> str:
 
     head = ("| label | K (f) | trajectories | in-process wall s / CPU s | network wall s / CPU s | ratio wall / CPU "
             "| after startup: ratio wall / CPU | agreement round p50 / p99 ms | rounds r >= 1: p50 / p99 ms | messages / bytes sent per round and peer "
-            "| CPU ms per round per peer (not learning) | peak RSS MB per peer | threads per peer |")
+            "| rounds timed out | CPU ms per round per peer (not learning) | peak RSS MB per peer | threads per peer |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in reports:
         net, inproc = r["network"], r.get("in_process", {})
@@ -214,6 +214,7 @@ def markdown(reports: list[dict[str, Any]]) -> str:
             f"| {fmt(net.get('round_latency_ms_p50'))} / {fmt(net.get('round_latency_ms_p99'))} "
             f"| {fmt(net.get('later_round_latency_ms_p50'))} / {fmt(net.get('later_round_latency_ms_p99'))} "
             f"| {fmt(net.get('messages_sent_per_round'))} / {fmt(net.get('bytes_sent_per_round'), 0)} "
+            f"| {fmt(net.get('rounds_timed_out'))} "
             f"| {fmt(net.get('cpu_ms_per_round_per_peer'))} | {fmt(net.get('peak_rss_mb_per_peer'), 0)} "
             f"| {fmt(net.get('threads_per_peer'), 0)} |")
     return "\n".join(lines)
