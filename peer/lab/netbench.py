@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from peer.engine.config import RunConfig
+from peer.engine.errors import RunStateError
 from peer.lab.cluster import Cluster, cluster_config, init_run
 from peer.lab.configure import MAIN_JOB_ATTACK, resolve_config
 from peer.lab.experiment import run_experiment
@@ -62,10 +63,11 @@ def networked(cfg: RunConfig, byzantine: int, attack: str, out: Path, base_port:
     try:
         while cluster.running():
             if time.perf_counter() - started > timeout:
-                raise TimeoutError(f"the cluster did not finish within {timeout:.0f} s; see {out}/peers/*/daemon.log")
+                raise RunStateError(f"the cluster did not finish within {timeout:.0f} s; see {out}/peers/*/daemon.log")
             failed = {k: c for k, c in cluster.failed().items() if k in cluster.honest_ids()}
             if failed:
-                raise RuntimeError(f"honest peer(s) exited with errors {failed}; see {out}/peers/<id>/daemon.log")
+                raise RunStateError(f"honest peer(s) exited with errors {failed} (a port in use from "
+                                    f"--base-port?); see {out}/peers/<id>/daemon.log")
             time.sleep(0.2)
     finally:
         cluster.stop_all()
