@@ -38,6 +38,7 @@ import numpy as np
 from decbyzpg.v1 import peer_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from peer.engine.errors import ConfigError
 from peer.engine.schedule import Phase, RoundKey, Schedule
 from peer.net import wire
 from peer.net.rejections import RejectionLog
@@ -367,10 +368,11 @@ class PeerTransport:
         address = bind or "[::]:" + self.run.peer(self.peer_id).address.rsplit(":", 1)[1]
         try:
             port = self._server.add_insecure_port(address)
-        except RuntimeError as error:
-            raise OSError(f"cannot listen on {address}: {error}") from None
+        except RuntimeError:
+            port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {address}")
+            raise ConfigError(f"config error: cannot listen on {address} (is the port in use? --bind chooses "
+                              "another address)")
         await self._server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)

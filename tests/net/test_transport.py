@@ -234,3 +234,19 @@ def test_a_pull_can_ask_for_the_missing_senders_only(transports) -> None:
     assert len(source.held(GRADIENT)) == 5  # everyone's, its own included
     assert [m.sender for m in source.held(GRADIENT, {3})] == [3]
     assert len(source.held(GRADIENT, set())) == 5  # empty: everything, as older peers ask
+
+
+def test_a_port_in_use_is_a_config_error(tmp_path) -> None:
+    import socket
+
+    from peer.engine.errors import ConfigError
+
+    run = make_run(tmp_path, DATA, network=NETWORK)
+    port = int(run.peer(0).address.rsplit(":", 1)[1])
+    with socket.socket(socket.AF_INET6) as blocker:
+        blocker.bind(("::", port))
+        blocker.listen()
+        transport = PeerTransport(run, 0, key_of(run, 0), DIM)
+        with pytest.raises(ConfigError, match="cannot listen"):
+            transport.start()
+        transport.stop()
