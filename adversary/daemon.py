@@ -43,7 +43,6 @@ from peer.net import wire
 from peer.net.files import atomic_write
 from peer.net.runfile import RunFile
 from peer.net.transport import Interrupted, PeerTransport
-from peer.net import transport as transport_module
 from peer.net.usage import ProcessUsage
 
 log = logging.getLogger("decbyzpg.adversary")
@@ -139,8 +138,7 @@ class ByzantineDaemon:
         atomic_write(self.out_dir / "adversary.json", json.dumps({
             "peer_id": self.peer_id, "attack": self.attack.name, "byzantine_ids": list(self.byzantine_ids),
             "misbehaviour": list(self.misbehaviour.kinds), "replies": dict(sorted(self.junk_replies.items())),
-            "usage": self.usage.snapshot(self.transport.traffic, self.transport.crypto_seconds,
-                                         transport_module.loop_thread_id),
+            "usage": self.usage.snapshot(self.transport),
         }, indent=2) + "\n")
 
     @property

@@ -35,11 +35,7 @@ from peer.lab.cluster import Cluster, cluster_config, init_run
 from peer.lab.configure import MAIN_JOB_ATTACK, resolve_config
 from peer.lab.experiment import run_experiment
 from peer.net.files import atomic_write
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+from peer.net.usage import cpu_seconds
 
 
 def in_process(cfg: RunConfig, out: Path) -> dict[str, Any]:
@@ -58,7 +54,7 @@ def networked(cfg: RunConfig, byzantine: int, attack: str, out: Path, base_port:
     shutil.rmtree(out, ignore_errors=True)  # a previous benchmark's peers would resume from their checkpoints
     init_run(out / "run", cfg, byzantine_ids, attack, base_port=base_port, overwrite=True)
     cluster = Cluster(out / "run", out)
-    cpu_before, started, launched = _children_cpu(), time.perf_counter(), time.time()
+    cpu_before, started, launched = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter(), time.time()
     cluster.start_all()
     try:
         while cluster.running():
@@ -72,7 +68,7 @@ def networked(cfg: RunConfig, byzantine: int, attack: str, out: Path, base_port:
     finally:
         cluster.stop_all()
     wall = time.perf_counter() - started
-    cpu = _children_cpu() - cpu_before
+    cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before
     summary = cluster.merge(wall, interrupted=False)
     result: dict[str, Any] = {
         "wall_seconds": wall, "cpu_seconds": cpu, "final_honest_return": summary["final_honest_return"],
@@ -83,27 +79,32 @@ def networked(cfg: RunConfig, byzantine: int, attack: str, out: Path, base_port:
         "later_round_latency_ms_p99": summary.get("later_round_latency_ms_p99"),
         "rounds_timed_out": summary.get("rounds_timed_out"),
     }
-    result.update(peer_figures(cluster))
+    usages = peer_usages(cluster)
+    result.update(peer_figures([usages[k] for k in cluster.honest_ids() if k in usages]))
     # Startup (13 interpreters importing torch) is paid once per process; the in-process run
     # paid it once, before its clock started.  Both figures are shown.
-    usages = [json.loads(p.read_text()).get("usage", {}) for p in
-              [*cluster.out.glob("peers/*/network.json"), *cluster.out.glob("peers/*/adversary.json")]]
-    if usages and all("serving_since" in u for u in usages):
-        result["startup_wall_seconds"] = max(u["serving_since"] for u in usages) - launched
-        result["startup_cpu_seconds"] = sum(u["startup_cpu_seconds"] for u in usages)
+    if usages and all("serving_since" in u for u in usages.values()):
+        result["startup_wall_seconds"] = max(u["serving_since"] for u in usages.values()) - launched
+        result["startup_cpu_seconds"] = sum(u["startup_cpu_seconds"] for u in usages.values())
         result["wall_seconds_after_startup"] = wall - result["startup_wall_seconds"]
         result["cpu_seconds_after_startup"] = cpu - result["startup_cpu_seconds"]
     return result
 
 
-def peer_figures(cluster: Cluster) -> dict[str, Any]:
-    """Per-peer traffic, CPU split and memory, from the honest peers' network.json."""
-    reports = []
-    for k in cluster.honest_ids():
-        path = cluster.peer_dir(k) / "network.json"
-        if path.exists():
-            reports.append(json.loads(path.read_text()))
-    usage = [r["usage"] for r in reports if "usage" in r]
+def peer_usages(cluster: Cluster) -> dict[int, dict[str, Any]]:
+    """Every peer process's figures by peer id: honest peers' network.json, Byzantine ones' adversary.json."""
+    usages = {}
+    for k in range(cluster.run.config.num_peers):
+        report = cluster.peer_dir(k) / ("adversary.json" if k in cluster.byzantine else "network.json")
+        if report.exists():
+            usage = json.loads(report.read_text()).get("usage")
+            if usage is not None:
+                usages[k] = usage
+    return usages
+
+
+def peer_figures(usage: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-peer traffic, CPU split and memory (medians over the honest peers' figures)."""
     if not usage:
         return {}
 
@@ -119,7 +120,6 @@ def peer_figures(cluster: Cluster) -> dict[str, Any]:
         return median(name) or 0.0
 
     rounds = median("rounds") or 0
-    every = [json.loads(p.read_text()).get("usage", {}) for p in cluster.out.glob("peers/*/network.json")]
     measured = part("learning_seconds") + part("serialization_seconds") + part("crypto_seconds")
     return {
         "messages_sent_per_round": per_round("messages_sent"),
@@ -133,7 +133,7 @@ def peer_figures(cluster: Cluster) -> dict[str, Any]:
             "by_thread_grpc_core_and_poller": median("other_threads_cpu_seconds"),
         },
         "cpu_ms_per_round_per_peer": 1e3 * (part("cpu_seconds") - part("learning_seconds")) / rounds if rounds else None,
-        "peak_rss_mb_per_peer": max((u["peak_rss_mb"] for u in every if "peak_rss_mb" in u), default=None),
+        "peak_rss_mb_per_peer": max((u["peak_rss_mb"] for u in usage if "peak_rss_mb" in u), default=None),
         "threads_per_peer": median("threads"),
     }
 

@@ -31,7 +31,6 @@ from peer.engine.state_machine import IterationReport, PeerStateMachine
 from peer.net.files import MetricsFile, atomic_write
 from peer.net.runfile import RunFile
 from peer.net.transport import Interrupted, PeerTransport, RoundStats
-from peer.net import transport as transport_module
 from peer.net.usage import ProcessUsage
 
 log = logging.getLogger("decbyzpg.peer")
@@ -184,7 +183,7 @@ class PeerDaemon:
             "rejected": transport.rejections.counts(), "equivocators": sorted(transport.store.equivocators()),
             "evidence": len(transport.store.evidence()),
             "junk_relayed_by": {str(k): v for k, v in sorted(transport.junk_by_source.items())},
-            "usage": self.usage.snapshot(transport.traffic, transport.crypto_seconds, transport_module.loop_thread_id),
+            "usage": self.usage.snapshot(transport),
         }, indent=2) + "\n", durable=False)
 
     def serve(self, bind: str | None = None, linger: float | None = None) -> int:

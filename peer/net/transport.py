@@ -49,8 +49,6 @@ from peer.net.usage import Traffic
 log = logging.getLogger("decbyzpg.transport")
 
 SERVICE = "decbyzpg.v1.Peer"
-RETRY_LATER = {peer_pb2.REJECT_REASON_TOO_FAR_AHEAD}
-
 
 # Links fail silently (a cut cable drops packets without a reset), and after an outage TCP's
 # retransmission backoff and gRPC's reconnect backoff (up to 120 s by default) would keep a
@@ -335,6 +333,11 @@ class PeerTransport:
         self._clients: dict[int, _Client] = {}
         self._links: dict[int, _Link] = {}
         self.health: Any = None
+
+    @property
+    def loop_thread_id(self) -> int | None:
+        """Native id of the thread running this transport's event loop (None before start)."""
+        return loop_thread_id if self._loop is not None else None
 
     # ------------------------------------------------------------------ lifecycle
     def _call(self, make: Callable[[], Awaitable[Any]], timeout: float | None = None) -> Any:

@@ -14,6 +14,10 @@ import resource
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from peer.net.transport import PeerTransport
 
 
 @dataclass
@@ -45,8 +49,9 @@ def thread_count() -> int:
         return threading.active_count()
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU of this process (RUSAGE_SELF) or of its waited-for children (RUSAGE_CHILDREN)."""
+    usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
 
 
@@ -63,31 +68,33 @@ class ProcessUsage:
 
     def mark_started(self) -> None:
         """Called when the peer starts serving: CPU spent before is startup, not protocol."""
-        self.startup_cpu_seconds = _cpu_seconds()
+        self.startup_cpu_seconds = cpu_seconds()
         self.serving_since = time.time()
 
-    def snapshot(self, traffic: Traffic | None, crypto_seconds: float,
-                 loop_thread_id: int | None = None) -> dict[str, float | int]:
+    def snapshot(self, transport: PeerTransport) -> dict[str, float | int]:
+        """The figures so far, the transport's traffic and crypto time included."""
         self.peak_threads = max(self.peak_threads, thread_count())
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        since_start = usage.ru_utime + usage.ru_stime - self.startup_cpu_seconds
+        traffic = transport.traffic
         figures: dict[str, float | int] = {
             "rounds": self.rounds, "learning_seconds": self.learning_seconds,
-            "waiting_seconds": self.waiting_seconds, "crypto_seconds": crypto_seconds,
+            "waiting_seconds": self.waiting_seconds, "crypto_seconds": transport.crypto_seconds,
             "startup_cpu_seconds": self.startup_cpu_seconds, "serving_since": self.serving_since,
-            "cpu_seconds": _cpu_seconds() - self.startup_cpu_seconds,  # since serving began
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,  # Linux reports KiB
+            "cpu_seconds": since_start,  # since serving began
+            "peak_rss_mb": usage.ru_maxrss / 1024.0,  # Linux reports KiB
             "threads": self.peak_threads,
+            "messages_sent": traffic.messages_sent, "bytes_sent": traffic.bytes_sent,
+            "messages_received": traffic.messages_received, "bytes_received": traffic.bytes_received,
+            "serialization_seconds": traffic.serialization_seconds,
         }
         # where the CPU went, by thread: the driver (learning, signing, waiting), the event loop
         # (receiving, validating, sending) and the rest (gRPC's C-core threads and its poller)
         main = thread_cpu_seconds(threading.main_thread().native_id or os.getpid())
-        loop = thread_cpu_seconds(loop_thread_id) if loop_thread_id is not None else None
+        loop_id = transport.loop_thread_id
+        loop = thread_cpu_seconds(loop_id) if loop_id is not None else None
         if main is not None and loop is not None:
-            since_start = figures["cpu_seconds"]
             figures.update(main_thread_cpu_seconds=main - self.startup_cpu_seconds,
                            loop_thread_cpu_seconds=loop,
                            other_threads_cpu_seconds=since_start - (main - self.startup_cpu_seconds) - loop)
-        if traffic is not None:
-            figures.update(messages_sent=traffic.messages_sent, bytes_sent=traffic.bytes_sent,
-                           messages_received=traffic.messages_received, bytes_received=traffic.bytes_received,
-                           serialization_seconds=traffic.serialization_seconds)
         return figures
