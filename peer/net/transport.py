@@ -640,7 +640,9 @@ class PeerTransport:
                         pending_pulls[source] = self._spawn(self._pull(source, round_key, wanted))
                 pulls += 1
                 next_pull = now + min(MAX_PULL_INTERVAL, net.retry_interval * 2 ** pulls)
-            limit = min(deadline, next_pull, grace_end or deadline) - now
+            # At most retry_interval asleep even while pulls back off: a stop request (SIGTERM)
+            # is seen on waking, and a signal does not cut a lock wait short in Python.
+            limit = min(deadline, next_pull, grace_end or deadline, now + net.retry_interval) - now
             # Sleep until enough new messages for the next milestone (the quorum, then all of
             # them) could be in, not once per message: every wake-up is a context switch.
             needed = quorum - len(have) if grace_end is None else len(expected - have)
