@@ -1,4 +1,4 @@
-"""The daemon command group: `keygen`, `init`, `peer`, `adversary`, `status`.
+"""The daemon command group: `keygen`, `init`, `certs`, `peer`, `adversary`, `status`.
 
 These are what a user runs on each host of a real deployment (docs/DEPLOY.md); `cluster`
 runs the same daemons on one machine.
@@ -77,8 +77,26 @@ def cmd_init(args: argparse.Namespace) -> int:
     cfg = cluster_config(args.peers, args.byzantine, data)
     byzantine = list(range(args.peers - args.byzantine_peers, args.peers)) if args.byzantine_peers else []
     path = init_run(Path(args.out), cfg, byzantine, args.attack, host=args.host, base_port=args.base_port,
-                    compose=args.compose, overwrite=args.force, addresses=args.addresses, network=network)
-    print(f"wrote {path} and {args.peers} keys in {Path(args.out) / 'keys'}")
+                    compose=args.compose, overwrite=args.force, addresses=args.addresses, network=network,
+                    tls=args.tls)
+    print(f"wrote {path} and {args.peers} keys in {Path(args.out) / 'keys'}"
+          + (f", a run CA and {args.peers} TLS certificates in {Path(args.out) / 'tls'}" if args.tls else ""))
+    return ExitCode.SUCCESS
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    import tomli_w
+
+    from peer.net.runfile import load_run_file
+    from peer.net.tls import make_certificates, tls_table
+
+    run = load_run_file(args.config)
+    run_directory = Path(args.config).parent
+    out = Path(args.out) if args.out else run_directory / "tls"
+    make_certificates(out, [(p.id, p.address) for p in run.peers], overwrite=args.force)
+    print(f"wrote a run CA ({out / 'ca.pem'}, its key ca.key) and {len(run.peers)} certificates and keys in {out}")
+    print("give peer <id> ca.pem, <id>.pem and <id>.key (keep ca.key off the peers); add to the run file:\n")
+    print(tomli_w.dumps({"tls": tls_table(out, run_directory)}), end="")
     return ExitCode.SUCCESS
 
 
@@ -146,9 +164,24 @@ def run_adversary(run: RunFile, peer_id: int, signing_key: Any, out: Path, name:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Ask a running peer for its Status (and, with --evidence, its equivocation proofs)."""
-    from peer.net.client import query_status
+    from peer.net.client import ReaderIdentity, query_status
 
-    print(json.dumps(query_status(args.address, args.timeout, evidence=args.evidence), indent=2))
+    credentials = (args.config, args.id, args.key)
+    identity = None
+    if any(c is not None for c in credentials):
+        if not all(c is not None for c in credentials):
+            raise ConfigError("config error: status signs its requests with --config, --id and --key together "
+                              "(a roster member's); give all three or none")
+        run, signing_key = load_identity(args)
+        identity = ReaderIdentity(run.run_id, args.id, signing_key, run.tls.load(args.id) if run.tls else None)
+        target = next((p.id for p in run.peers if p.address == args.address), None)
+        if run.tls is not None and target is None:
+            raise ConfigError(f"config error: {args.address} is not a roster address; with [tls] the peer's "
+                              "certificate is checked against its roster id, so give the address as in the roster")
+    else:
+        target = None
+    print(json.dumps(query_status(args.address, args.timeout, evidence=args.evidence, identity=identity,
+                                  peer_id=target), indent=2))
     return ExitCode.SUCCESS
 
 
@@ -157,7 +190,8 @@ def _add_daemon_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id", type=int, required=True, help="this peer's roster id")
     p.add_argument("--key", required=True, metavar="FILE", help="this peer's private key (mode 0600)")
     p.add_argument("--out", help="directory for metrics.csv, checkpoint.pt (default results/peer-<id>)")
-    p.add_argument("--bind", help="listen address (default [::]:<port of the roster address>)")
+    p.add_argument("--bind", help="listen address (default: the roster address, and 127.0.0.1 on its port; "
+                   "e.g. 0.0.0.0:50051 behind NAT)")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
@@ -183,7 +217,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="one listening address per peer, in id order (peers on separate machines)")
     init.add_argument("--out", required=True, help="run directory to create")
     init.add_argument("--force", action="store_true", help="replace an existing run file and keys")
+    init.add_argument("--tls", action="store_true",
+                      help="mutual TLS between peers: a run CA and one certificate per peer in tls/, and [tls]")
     init.set_defaults(func=cmd_init)
+
+    certs = sub.add_parser("certs", help="create a run CA and a TLS certificate per peer (mutual TLS)",
+                           description="Create a run CA and one TLS certificate and key per roster member for "
+                                       "mutual TLS between peers; prints the [tls] table to add to the run file.")
+    certs.add_argument("--config", required=True, metavar="RUN.toml", help="the run file (its roster names the peers)")
+    certs.add_argument("--out", help="directory for ca.pem, ca.key, <id>.pem, <id>.key (default: tls/ beside "
+                                     "the run file)")
+    certs.add_argument("--force", action="store_true", help="replace existing certificates (every peer then needs "
+                                                            "the new CA)")
+    certs.set_defaults(func=cmd_certs)
 
     peer = sub.add_parser("peer", help="run one honest peer daemon",
                           description="Run one honest DecByzPG peer: a gRPC server and client of every other peer.")
@@ -199,8 +245,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="attack parameter, e.g. --set-attack scale=100 (repeatable)")
     adv.set_defaults(func=cmd_adversary)
 
-    st = sub.add_parser("status", help="query a running peer (iteration, rejections, equivocation evidence)")
+    st = sub.add_parser("status", help="query a running peer (iteration, rejections, equivocation evidence)",
+                        description="Query a running peer. Peers answer roster members only: sign the request "
+                                    "with a roster member's --config, --id and --key (any peer's), unless the "
+                                    "run file sets network.open_status (Status only).")
     st.add_argument("address", help="host:port of the peer")
+    st.add_argument("--config", metavar="RUN.toml", help="the run file (to sign as a roster member)")
+    st.add_argument("--id", type=int, help="the roster id to sign as")
+    st.add_argument("--key", metavar="FILE", help="that roster member's private key")
     st.add_argument("--evidence", action="store_true", help="also fetch the equivocation proofs it holds")
     st.add_argument("--timeout", type=float, default=5.0)
     st.set_defaults(func=cmd_status)

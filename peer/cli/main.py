@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="decbyzpg",
         description="DecByzPG: decentralized Byzantine fault-tolerant federated policy gradient. Peer daemons "
-                    "(keygen, init, peer, adversary, status, cluster) and experiments (run, trace, sweep, matrix, bench, "
+                    "(keygen, init, certs, peer, adversary, status, cluster) and experiments (run, trace, sweep, matrix, bench, "
                     "report).")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:

@@ -30,6 +30,7 @@ from peer.lab.configure import MAIN_JOB_ATTACK
 from peer.lab.results import ResultsWriter, summarize
 from peer.net.crypto import generate_key
 from peer.net.files import atomic_write, read_metrics, toml_safe
+from peer.net.tls import make_certificates, tls_table
 
 
 def roster_addresses(num_peers: int, host: str, base_port: int, compose: bool,
@@ -73,8 +74,10 @@ def run_document(cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str 
 def init_run(directory: Path, cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str = MAIN_JOB_ATTACK,
              attack_params: Mapping[str, Any] | None = None, host: str = "127.0.0.1", base_port: int = 50100,
              compose: bool = False, network: Mapping[str, Any] | None = None, overwrite: bool = False,
-             adversary: Mapping[str, Any] | None = None, addresses: Sequence[str] | None = None) -> Path:
-    """Write run.toml and keys/<id>.key for a K-peer run; returns the run file's path."""
+             adversary: Mapping[str, Any] | None = None, addresses: Sequence[str] | None = None,
+             tls: bool = False) -> Path:
+    """Write run.toml and keys/<id>.key for a K-peer run (and with `tls`, a run CA and
+    certificates in tls/ and the [tls] table); returns the run file's path."""
     directory = Path(directory)
     run_file = directory / "run.toml"
     if run_file.exists() and not overwrite:
@@ -87,6 +90,9 @@ def init_run(directory: Path, cfg: RunConfig, byzantine_ids: Sequence[int] = (),
         public = generate_key(keys_dir / f"{k}.key", overwrite=overwrite)
         peers.append({"id": k, "address": addresses[k], "public_key": public})
     document = run_document(cfg, byzantine_ids, attack, attack_params, network, adversary)
+    if tls:
+        make_certificates(directory / "tls", [(p["id"], p["address"]) for p in peers], overwrite=overwrite)
+        document["tls"] = tls_table(directory / "tls", directory)
     # the roster sits between [network] and [adversary], as users read it
     adversary = document.pop("adversary", None)
     document["peers"] = peers

@@ -53,6 +53,7 @@ __all__ = [
     "public_key_from_text",
     "public_key_text",
     "public_key_to_text",
+    "read_private_file",
     "sign",
     "verify",
 ]
@@ -160,14 +161,13 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def load_private_key(path: Path | str) -> Ed25519PrivateKey:
-    """Read an unencrypted PEM (PKCS8) Ed25519 private key written by `generate_key`.
+def read_private_file(path: Path | str, what: str = "a private key") -> bytes:
+    """The bytes of a private key file (Ed25519 signing key or TLS key), refused unless private.
 
     Raises `KeyFileError` (one line) if the file is missing, not a regular file, readable
     by group or others (like ssh: a possibly leaked key must not be used silently; fix
-    with ``chmod 600``), too large, not PEM, encrypted, or a key of another algorithm.
-    The permission check uses fstat on the opened descriptor, so it checks the very file
-    that is read.
+    with ``chmod 600``) or too large.  The permission check uses fstat on the opened
+    descriptor, so it checks the very file that is read.
     """
     path = Path(path)
     try:
@@ -175,7 +175,7 @@ def load_private_key(path: Path | str) -> Ed25519PrivateKey:
         # (it is then refused as not a regular file); no effect on regular files.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise KeyFileError(f"key file {path} does not exist (create one with generate_key)") from None
+        raise KeyFileError(f"key file {path} does not exist") from None
     except OSError as err:
         raise KeyFileError(f"cannot open key file {path}: {err.strerror or err}") from None
     try:
@@ -188,18 +188,28 @@ def load_private_key(path: Path | str) -> Ed25519PrivateKey:
                 f"refusing to use it: run chmod 600 {path}"
             )
         if info.st_size > _MAX_KEY_FILE_BYTES:
-            raise KeyFileError(f"key file {path} is too large ({info.st_size} bytes) to be an Ed25519 key")
+            raise KeyFileError(f"key file {path} is too large ({info.st_size} bytes) to be {what}")
         chunks = []
         while chunk := os.read(fd, _MAX_KEY_FILE_BYTES + 1):
             chunks.append(chunk)
             if sum(map(len, chunks)) > _MAX_KEY_FILE_BYTES:
-                raise KeyFileError(f"key file {path} is too large to be an Ed25519 key")
-        data = b"".join(chunks)
+                raise KeyFileError(f"key file {path} is too large to be {what}")
+        return b"".join(chunks)
     except OSError as err:
         raise KeyFileError(f"cannot read key file {path}: {err.strerror or err}") from None
     finally:
         os.close(fd)
 
+
+def load_private_key(path: Path | str) -> Ed25519PrivateKey:
+    """Read an unencrypted PEM (PKCS8) Ed25519 private key written by `generate_key`.
+
+    Raises `KeyFileError` (one line) if the file is missing, not a regular file, readable
+    by group or others (see `read_private_file`), too large, not PEM, encrypted, or a key
+    of another algorithm.
+    """
+    path = Path(path)
+    data = read_private_file(path, "an Ed25519 key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:

@@ -2,8 +2,8 @@
 
 One TOML file defines a networked run.  Besides the sections `peer.engine.config` understands,
 it has a `[[peers]]` roster (id, address, pinned Ed25519 public key; nothing says who is
-Byzantine), a `[network]` table of timeouts and limits, and optionally an `[adversary]`
-table that only Byzantine daemons read.
+Byzantine), a `[network]` table of timeouts and limits, optionally a `[tls]` table (mutual
+TLS, `peer.net.tls`) and an `[adversary]` table that only Byzantine daemons read.
 
 The run id is the SHA-256 of the genesis configuration (the learning configuration's
 genesis hash and the roster with its keys), so peers given different run files reject
@@ -22,6 +22,7 @@ from peer.engine.config import RunConfig, build_config, load_toml
 from peer.engine.errors import ConfigError
 from peer.engine.fields import as_float, as_int, check_keys, invalid
 from peer.net.crypto import public_key_from_text
+from peer.net.tls import TlsConfig, parse_tls
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class NetworkConfig:
     window_ahead: int = 2  # accept messages at most this many iterations ahead
     retain_iterations: int = 64  # keep received messages this long for late peers' Pull
     linger: float = 60.0  # after the last iteration, serve late peers until all are done, at most this long
+    read_max_skew: float = 300.0  # a signed read request (Pull, Evidence, Status) is fresh this long either way
+    open_status: bool = False  # answer Status to anyone (monitoring); Pull and Evidence stay roster-only
     # Test only: hold every outgoing Push and Pull this long (plus up to `inject_jitter`, uniform)
     # before sending, to emulate one-way link delay where the kernel has no netem.
     inject_delay: float = 0.0
@@ -57,6 +60,7 @@ class RunFile:
     peers: tuple[PeerEntry, ...]
     adversary: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    tls: TlsConfig | None = None  # mutual TLS between peers ([tls]); not part of the run id
 
     @property
     def run_id(self) -> bytes:
@@ -86,7 +90,11 @@ def parse_network(data: Any) -> NetworkConfig:
     values: dict[str, Any] = {}
     for f in fields(NetworkConfig):
         raw = data.get(f.name, getattr(d, f.name))
-        if f.type in ("int", int):
+        if f.type in ("bool", bool):
+            if not isinstance(raw, bool):
+                raise invalid(f"network.{f.name}", "true or false", raw)
+            values[f.name] = raw
+        elif f.type in ("int", int):
             values[f.name] = as_int(f"network.{f.name}", raw, 1)
         else:
             values[f.name] = as_float(f"network.{f.name}", raw, 0, low_open=f.name not in ZERO_ALLOWED)
@@ -127,6 +135,7 @@ def parse_run_file(data: Mapping[str, Any], path: Path | None = None) -> RunFile
     roster = data.pop("peers", None)
     network = data.pop("network", {})
     adversary = data.pop("adversary", {})
+    tls = parse_tls(data.pop("tls", None), None if path is None else path.parent)
     if not isinstance(network, Mapping):
         raise invalid("network", "a table", network)
     if not isinstance(adversary, Mapping):
@@ -135,7 +144,7 @@ def parse_run_file(data: Mapping[str, Any], path: Path | None = None) -> RunFile
     # lies: num_byzantine is the bound f every honest peer assumes.
     data.pop("attack", None)
     cfg = build_config(data, in_process=False)
-    return RunFile(cfg, parse_network(network), _roster(roster, cfg.num_peers), dict(adversary), path)
+    return RunFile(cfg, parse_network(network), _roster(roster, cfg.num_peers), dict(adversary), path, tls)
 
 
 def load_run_file(path: str | Path) -> RunFile:

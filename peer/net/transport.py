@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ipaddress
 import logging
 import random
 import threading
@@ -40,10 +41,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from peer.engine.errors import ConfigError
 from peer.engine.schedule import Phase, RoundKey, Schedule
-from peer.net import wire
+from peer.net import reads, wire
 from peer.net.rejections import RejectionLog
 from peer.net.runfile import RunFile
 from peer.net.store import RoundStore
+from peer.net.tls import TlsFiles, peer_name
 from peer.net.usage import Traffic
 
 log = logging.getLogger("decbyzpg.transport")
@@ -68,6 +70,9 @@ SERVER_LINK_OPTIONS = [
     ("grpc.max_connection_idle_ms", 300_000),
 ]
 
+
+# How long a peer retries binding its roster address (a container's name may resolve late).
+BIND_PATIENCE_SECONDS = 10.0
 
 # The longest wait between two rounds of pulls within one round.
 MAX_PULL_INTERVAL = 2.0
@@ -115,6 +120,31 @@ def event_loop() -> asyncio.AbstractEventLoop:
             ready.wait()
             _loop, loop_thread_id = loop, thread.native_id
         return _loop
+
+
+def open_channel(address: str, peer_id: int, tls: TlsFiles | None, options: Sequence[tuple[str, Any]] = ()
+                 ) -> grpc.aio.Channel:
+    """A channel to roster member `peer_id`: plaintext, or mutual TLS checking that the server's
+    certificate names that peer (not the address dialed; see `peer.net.tls`)."""
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=list(options))
+    credentials = grpc.ssl_channel_credentials(root_certificates=tls.ca, private_key=tls.private_key,
+                                               certificate_chain=tls.certificate)
+    return grpc.aio.secure_channel(address, credentials,
+                                   options=[*options, ("grpc.ssl_target_name_override", peer_name(peer_id))])
+
+
+def _host_is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address.rsplit(":", 1)[0].strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host == "localhost" or (_host_is_ip(address) and ipaddress.ip_address(host).is_loopback)
 
 
 class Interrupted(Exception):
@@ -237,7 +267,18 @@ class _Servicer:
             accepted += self.t.receive(request) == wire.ACCEPTED
         return peer_pb2.DeliverReply(received=received, accepted=accepted)
 
+    async def _refuse(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+        """Abort the call UNAUTHENTICATED unless a roster member signed it (`peer.net.reads`)."""
+        started = time.thread_time()
+        refusal = self.t.read_gate.refusal(method, request)
+        with self.t._crypto_lock:
+            self.t.crypto_seconds += time.thread_time() - started
+        if refusal is not None:
+            self.t.refused_reads += 1
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
+
     async def Pull(self, request: peer_pb2.PullRequest, context: grpc.aio.ServicerContext) -> peer_pb2.PullReply:
+        await self._refuse("Pull", request, context)
         if request.run_id != self.t.run_id:
             return peer_pb2.PullReply()
         try:
@@ -248,9 +289,11 @@ class _Servicer:
 
     async def Evidence(self, request: peer_pb2.EvidenceRequest,
                        context: grpc.aio.ServicerContext) -> peer_pb2.EvidenceReply:
+        await self._refuse("Evidence", request, context)
         return peer_pb2.EvidenceReply(equivocations=self.t.store.evidence())
 
     async def Status(self, request: peer_pb2.StatusRequest, context: grpc.aio.ServicerContext) -> peer_pb2.StatusReply:
+        await self._refuse("Status", request, context)
         return peer_pb2.StatusReply(run_id=self.t.run_id, peer_id=self.t.peer_id, iteration=self.t.iteration,
                                     finished=self.t.finished, rejected=self.t.rejections.counts(),
                                     accepted=self.t.accepted)
@@ -309,6 +352,9 @@ class PeerTransport:
                                         window_ahead=net.window_ahead, keep_behind=net.retain_iterations,
                                         already_held=self.store.holds)
         self.rejections = RejectionLog()
+        self.tls = run.tls.load(peer_id) if run.tls is not None else None  # mutual TLS (peer.net.tls)
+        self.read_gate = reads.ReadGate(run.run_id, run.public_keys(), net.read_max_skew, net.open_status)
+        self.refused_reads = 0  # Pull, Evidence and Status calls refused for want of a roster signature
         self.own: dict[RoundKey, peer_pb2.SignedMessage] = {}
         self.own_lock = threading.Lock()
         self.iteration = 0
@@ -355,9 +401,27 @@ class PeerTransport:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
     def start(self, bind: str | None = None) -> int:
-        """Start serving (on the roster address's port unless `bind` says otherwise)."""
+        """Start serving on the roster address (and loopback, same port) unless `bind` says otherwise."""
         self._loop = event_loop()
         return self._call(lambda: self._start(bind), timeout=30)
+
+    async def _listen(self, address: str, patience: float) -> int:
+        """Add a listening port (TLS or not), trying for `patience` seconds; 0 if it cannot be bound."""
+        give_up = time.monotonic() + patience
+        while True:
+            assert self._server is not None
+            try:
+                if self.tls is None:
+                    port = self._server.add_insecure_port(address)
+                else:  # only holders of a certificate from the run's CA may connect
+                    port = self._server.add_secure_port(address, grpc.ssl_server_credentials(
+                        [(self.tls.private_key, self.tls.certificate)], root_certificates=self.tls.ca,
+                        require_client_auth=True))
+            except RuntimeError:
+                port = 0
+            if port != 0 or time.monotonic() >= give_up:
+                return port
+            await asyncio.sleep(0.5)
 
     async def _start(self, bind: str | None) -> int:
         limit = 4 * self.run.network.max_message_bytes  # above it gRPC itself refuses
@@ -368,14 +432,22 @@ class PeerTransport:
         self._server.add_generic_rpc_handlers((_Servicer(self).handler(),))
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        address = bind or "[::]:" + self.run.peer(self.peer_id).address.rsplit(":", 1)[1]
-        try:
-            port = self._server.add_insecure_port(address)
-        except RuntimeError:
-            port = 0
+        roster_address = self.run.peer(self.peer_id).address
+        # a name may not resolve yet when a container starts (swarm registers it with the task)
+        patience = 0.0 if bind or _host_is_ip(roster_address) else BIND_PATIENCE_SECONDS
+        port = await self._listen(bind or roster_address, patience)
         if port == 0:
-            raise ConfigError(f"config error: cannot listen on {address} (is the port in use? --bind chooses "
-                              "another address)")
+            if bind:
+                raise ConfigError(f"config error: cannot listen on {bind} (is the port in use?)")
+            raise ConfigError(f"config error: cannot listen on the roster address {roster_address} (is the port in "
+                              f"use, or is it not an address of this host, e.g. behind NAT? --bind "
+                              f"0.0.0.0:{roster_address.rsplit(':', 1)[1]} listens on every interface)")
+        if not bind and not _is_loopback(roster_address):
+            # local probes (the container health check, `decbyzpg status` on the host) reach it on loopback too
+            loopback = "127.0.0.1:" + roster_address.rsplit(":", 1)[1]
+            if await self._listen(loopback, patience=0.0) == 0:
+                log.warning("peer %d: cannot also listen on %s; local probes must use %s", self.peer_id, loopback,
+                            roster_address)
         await self._server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -384,7 +456,7 @@ class PeerTransport:
         client_options = [("grpc.max_receive_message_length", client_limit), ("grpc.max_send_message_length", limit),
                           *CLIENT_LINK_OPTIONS]
         for other in self.others:
-            channel = grpc.aio.insecure_channel(self.run.peer(other).address, options=client_options)
+            channel = open_channel(self.run.peer(other).address, other, self.tls, client_options)
             self._channels[other] = channel
             self._clients[other] = _Client(channel)
             self._links[other] = _Link(self, other, channel)
@@ -427,7 +499,8 @@ class PeerTransport:
 
     def _done(self, other: int) -> bool:
         try:
-            reply = self._call(lambda: self._clients[other].status(peer_pb2.StatusRequest(), timeout=1.0), timeout=3.0)
+            request = self.authorize(peer_pb2.StatusRequest(), "Status")
+            reply = self._call(lambda: self._clients[other].status(request, timeout=1.0), timeout=3.0)
         except (grpc.RpcError, concurrent.futures.TimeoutError):
             return False  # down, perhaps restarting: keep serving until `seconds` pass
         if reply.finished:
@@ -484,6 +557,14 @@ class PeerTransport:
             self.crypto_seconds += time.thread_time() - started  # body encoding included: it is tiny
         return envelope
 
+    def authorize(self, request: Any, method: str) -> Any:
+        """Sign a read request as this peer's (peers answer reads from roster members only)."""
+        started = time.thread_time()
+        reads.authorize(request, method, self.run_id, self.peer_id, self.signing_key)
+        with self._crypto_lock:
+            self.crypto_seconds += time.thread_time() - started
+        return request
+
     def deadline(self) -> float:
         net = self.run.network
         return self.clock() + (net.startup_timeout if self.first_round else net.round_timeout)
@@ -526,8 +607,9 @@ class PeerTransport:
         delay = self._link_delay()
         if delay:
             await asyncio.sleep(delay)
-        request = peer_pb2.PullRequest(run_id=self.run_id, iteration=round_key.iteration, phase=int(round_key.phase),
-                                       round=round_key.round, senders=sorted(missing))
+        request = self.authorize(peer_pb2.PullRequest(
+            run_id=self.run_id, iteration=round_key.iteration, phase=int(round_key.phase), round=round_key.round,
+            senders=sorted(missing)), "Pull")
         try:
             if self._channels[source].get_state(try_to_connect=True) != grpc.ChannelConnectivity.READY:
                 raise ConnectionError  # not connected (yet): a call would fail at once

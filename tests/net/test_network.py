@@ -58,7 +58,7 @@ def test_junk_is_rejected_with_reason_codes_and_changes_nothing(tmp_path) -> Non
     from decbyzpg.v1 import peer_pb2
 
     from peer.engine.schedule import Phase
-    from peer.net import wire
+    from peer.net import reads, wire
 
     network = {"grace": 0.3, "round_timeout": 30.0, "linger": 1.0, "retain_iterations": 1,
                "max_message_bytes": 65536, "window_ahead": 2}
@@ -116,8 +116,9 @@ def test_junk_is_rejected_with_reason_codes_and_changes_nothing(tmp_path) -> Non
     # replay: a genuine message of peer 1, fetched through Pull and pushed again
     pull = channel.unary_unary("/decbyzpg.v1.Peer/Pull", request_serializer=peer_pb2.PullRequest.SerializeToString,
                                response_deserializer=peer_pb2.PullReply.FromString)
-    held = pull(peer_pb2.PullRequest(run_id=run_id, iteration=target.iteration, phase=Phase.AGREEMENT, round=0),
-                timeout=5).messages
+    # (Pull answers roster members: peer 4, silent in this run, asks)
+    request = peer_pb2.PullRequest(run_id=run_id, iteration=target.iteration, phase=Phase.AGREEMENT, round=0)
+    held = pull(reads.authorize(request, "Pull", run_id, 4, bad_key), timeout=5).messages
     replayed = [m for m in held if m.sender == 1]
     if replayed:
         assert wire.reason_name(push(replayed[0].SerializeToString(), timeout=5).reason) in {"DUPLICATE", "STALE"}
@@ -157,7 +158,10 @@ def test_byzantine_daemon_with_protocol_misbehaviour_changes_nothing(tmp_path, c
 
     while daemons[0].transport.iteration < 5 and not daemons[0].transport.finished:
         time.sleep(0.02)  # by now previous-round equivocations have arrived
-    assert main(["status", run.peer(0).address, "--evidence"]) == 0
+    assert main(["status", run.peer(0).address, "--evidence"]) != 0  # reads are for roster members
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+    assert main(["status", run.peer(0).address, "--evidence", "--config", str(run.path), "--id", "1",
+                 "--key", str(run.path.parent / "keys" / "1.key")]) == 0
     reported = json.loads(capsys.readouterr().out)
     assert reported["peer_id"] == 0 and reported["rejected"].get("MALFORMED", 0) > 0
     assert reported["equivocations"] and all(e["sender"] == 4 and e["first"] != e["second"]

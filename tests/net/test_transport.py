@@ -14,7 +14,7 @@ from decbyzpg.v1 import peer_pb2
 from peer.engine.schedule import Phase, RoundKey
 from peer.net.client import query_status
 from peer.net.transport import PeerTransport
-from tests.support.netutil import key_of, make_run
+from tests.support.netutil import identity_of, key_of, make_run
 
 pytestmark = pytest.mark.network
 
@@ -83,7 +83,7 @@ def test_expected_senders_come_from_the_schedule(transports) -> None:
 def test_garbage_is_rejected_with_its_reason_and_counted(transports) -> None:
     reason = transports[0].push_raw(1, b"\x00garbage")
     assert reason == peer_pb2.REJECT_REASON_MALFORMED
-    status = query_status(transports[1].run.peer(1).address, timeout=5.0)
+    status = query_status(transports[1].run.peer(1).address, timeout=5.0, identity=identity_of(transports[1].run, 0))
     assert status["rejected"] == {"MALFORMED": 1} and status["peer_id"] == 1
 
 
@@ -220,7 +220,7 @@ def test_a_peer_keeps_its_round_latency_while_100_half_open_calls_are_held(trans
             results = exchange_all(transports, RoundKey(0, Phase.AGREEMENT, r), senders=range(5))
             for k, (received, stats) in results.items():
                 assert len(received) == 4 and not stats.timed_out and stats.seconds < 2.0, (k, stats)
-        status = query_status(address, timeout=2.0)
+        status = query_status(address, timeout=2.0, identity=identity_of(transports[0].run, 2))
         assert status["peer_id"] == 0
     finally:
         loop.call_soon_threadsafe(stop.set)
@@ -250,3 +250,101 @@ def test_a_port_in_use_is_a_config_error(tmp_path) -> None:
         with pytest.raises(ConfigError, match="cannot listen"):
             transport.start()
         transport.stop()
+
+
+def test_reads_answer_roster_members_only(transports) -> None:
+    """Finding 6 of the security review: Pull, Evidence and Status answered anyone who could reach
+    the port.  Unsigned, wrongly signed, foreign-signed and stale requests are refused
+    UNAUTHENTICATED; a roster member's signed requests are answered."""
+    import grpc
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from decbyzpg.v1 import peer_pb2_grpc
+
+    from peer.net import reads
+
+    exchange_all(transports, GRADIENT, senders=range(5))
+    run = transports[0].run
+    pull = dict(run_id=run.run_id, iteration=0, phase=int(Phase.GRADIENT), round=0)
+    with grpc.insecure_channel(run.peer(0).address) as channel:
+        stub = peer_pb2_grpc.PeerStub(channel)
+
+        def refused(call, request) -> str:
+            with pytest.raises(grpc.RpcError) as caught:
+                call(request, timeout=5)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            return caught.value.details()
+
+        assert "no ReadAuth" in refused(stub.Pull, peer_pb2.PullRequest(**pull))
+        assert "no ReadAuth" in refused(stub.Status, peer_pb2.StatusRequest())
+        assert "no ReadAuth" in refused(stub.Evidence, peer_pb2.EvidenceRequest())
+        outsider = Ed25519PrivateKey.generate()
+        forged = reads.authorize(peer_pb2.PullRequest(**pull), "Pull", run.run_id, 3, outsider)
+        assert "does not verify" in refused(stub.Pull, forged)
+        stale = reads.authorize(peer_pb2.StatusRequest(), "Status", run.run_id, 3, key_of(run, 3),
+                                issued_ms=reads.unix_ms() - 3_600_000)
+        assert "clocks" in refused(stub.Status, stale)
+        widened = reads.authorize(peer_pb2.PullRequest(**pull, senders=[1]), "Pull", run.run_id, 3, key_of(run, 3))
+        widened.senders.append(2)  # the signed sender list was [1]
+        assert "does not verify" in refused(stub.Pull, widened)
+        as_status = reads.authorize(peer_pb2.StatusRequest(), "Status", run.run_id, 3, key_of(run, 3))
+        assert "does not verify" in refused(stub.Evidence, peer_pb2.EvidenceRequest(auth=as_status.auth))
+
+        signed = reads.authorize(peer_pb2.PullRequest(**pull), "Pull", run.run_id, 3, key_of(run, 3))
+        assert len(stub.Pull(signed, timeout=5).messages) == 5
+        assert stub.Status(reads.authorize(peer_pb2.StatusRequest(), "Status", run.run_id, 3, key_of(run, 3)),
+                           timeout=5).peer_id == 0
+    assert transports[0].refused_reads == 7
+
+
+def test_open_status_answers_anyone_but_keeps_pull_closed(tmp_path) -> None:
+    import grpc
+    from decbyzpg.v1 import peer_pb2_grpc
+
+    run = make_run(tmp_path, DATA, network={**NETWORK, "open_status": True})
+    transport = PeerTransport(run, 0, key_of(run, 0), DIM)
+    transport.start()
+    try:
+        assert query_status(run.peer(0).address, timeout=5.0)["peer_id"] == 0
+        with grpc.insecure_channel(run.peer(0).address) as channel:
+            with pytest.raises(grpc.RpcError) as caught:
+                peer_pb2_grpc.PeerStub(channel).Pull(peer_pb2.PullRequest(run_id=run.run_id), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        transport.stop(grace=0.1)
+
+
+def test_a_peer_listens_on_its_roster_address_only_by_default(tmp_path) -> None:
+    """Finding 1's last part: peers listened on every interface ([::]).  Now the roster address
+    (here 127.0.0.1) is the default; 127.0.0.2, another address of this host, is not served."""
+    import socket
+
+    run = make_run(tmp_path, DATA, network=NETWORK)
+    port = int(run.peer(0).address.rsplit(":", 1)[1])
+    transport = PeerTransport(run, 0, key_of(run, 0), DIM)
+    transport.start()
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.2", port), timeout=2).close()
+    finally:
+        transport.stop(grace=0.1)
+    transport = PeerTransport(run, 0, key_of(run, 0), DIM)
+    transport.start(bind=f"0.0.0.0:{port}")  # --bind widens it
+    try:
+        socket.create_connection(("127.0.0.2", port), timeout=2).close()
+    finally:
+        transport.stop(grace=0.1)
+
+
+def test_a_roster_address_of_another_host_is_a_config_error(tmp_path) -> None:
+    import dataclasses
+
+    from peer.engine.errors import ConfigError
+
+    run = make_run(tmp_path, DATA, network=NETWORK)
+    elsewhere = dataclasses.replace(run.peers[0], address="192.0.2.1:50051")  # TEST-NET-1: never local
+    run = dataclasses.replace(run, peers=(elsewhere, *run.peers[1:]))
+    transport = PeerTransport(run, 0, key_of(run, 0), DIM)
+    with pytest.raises(ConfigError, match="not an address of this host.*--bind 0.0.0.0:50051"):
+        transport.start()
+    transport.stop()

@@ -38,15 +38,22 @@ def free_port_block(count: int) -> int:
 
 
 def make_run(tmp: Path, data: dict[str, Any], byzantine_ids=(), attack: str = "avg_zero",
-             network: dict[str, Any] | None = None):
+             network: dict[str, Any] | None = None, tls: bool = False):
     cfg = build_config(data, in_process=False)
     base = free_port_block(cfg.num_peers)
-    path = init_run(tmp / "run", cfg, list(byzantine_ids), attack, base_port=base, network=network or {})
+    path = init_run(tmp / "run", cfg, list(byzantine_ids), attack, base_port=base, network=network or {}, tls=tls)
     return load_run_file(path)
 
 
 def key_of(run, k: int):
     return load_private_key(run.path.parent / "keys" / f"{k}.key")
+
+
+def identity_of(run, k: int):
+    """Roster member `k` as a reader (peers answer Status, Pull and Evidence to roster members only)."""
+    from peer.net.client import ReaderIdentity
+
+    return ReaderIdentity(run.run_id, k, key_of(run, k))
 
 
 class Threads:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64\x65\x63\x62yzpg/v1/peer.proto\x12\x0b\x64\x65\x63\x62yzpg.v1\"\x93\x01\n\x0cRoundMessage\x12\x0e\n\x06run_id\x18\x01 \x01(\x0c\x12\x11\n\titeration\x18\x02 \x01(\x04\x12!\n\x05phase\x18\x03 \x01(\x0e\x32\x12.decbyzpg.v1.Phase\x12\r\n\x05round\x18\x04 \x01(\r\x12\x0e\n\x06sender\x18\x05 \x01(\r\x12\x0e\n\x06length\x18\x06 \x01(\r\x12\x0e\n\x06vector\x18\x07 \x01(\x0c\"@\n\rSignedMessage\x12\x0e\n\x06sender\x18\x01 \x01(\r\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"6\n\tPushReply\x12)\n\x06reason\x18\x01 \x01(\x0e\x32\x19.decbyzpg.v1.RejectReason\"s\n\x0bPullRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x0c\x12\x11\n\titeration\x18\x02 \x01(\x04\x12!\n\x05phase\x18\x03 \x01(\x0e\x32\x12.decbyzpg.v1.Phase\x12\r\n\x05round\x18\x04 \x01(\r\x12\x0f\n\x07senders\x18\x05 \x03(\r\"9\n\tPullReply\x12,\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.decbyzpg.v1.SignedMessage\"2\n\x0c\x44\x65liverReply\x12\x10\n\x08received\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x04\"\x11\n\x0f\x45videnceRequest\"e\n\x0c\x45quivocation\x12)\n\x05\x66irst\x18\x01 \x01(\x0b\x32\x1a.decbyzpg.v1.SignedMessage\x12*\n\x06second\x18\x02 \x01(\x0b\x32\x1a.decbyzpg.v1.SignedMessage\"A\n\rEvidenceReply\x12\x30\n\requivocations\x18\x01 \x03(\x0b\x32\x19.decbyzpg.v1.Equivocation\"\x0f\n\rStatusRequest\"\xd0\x01\n\x0bStatusReply\x12\x0e\n\x06run_id\x18\x01 \x01(\x0c\x12\x0f\n\x07peer_id\x18\x02 \x01(\r\x12\x11\n\titeration\x18\x03 \x01(\x04\x12\x10\n\x08\x66inished\x18\x04 \x01(\x08\x12\x38\n\x08rejected\x18\x05 \x03(\x0b\x32&.decbyzpg.v1.StatusReply.RejectedEntry\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x06 \x01(\x04\x1a/\n\rRejectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*X\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x12\n\x0ePHASE_GRADIENT\x10\x01\x12\x13\n\x0fPHASE_AGREEMENT\x10\x02\x12\x0f\n\x0bPHASE_MODEL\x10\x03*\x90\x04\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17REJECT_REASON_MALFORMED\x10\x01\x12\x1b\n\x17REJECT_REASON_TOO_LARGE\x10\x02\x12 \n\x1cREJECT_REASON_UNKNOWN_SENDER\x10\x03\x12\x1f\n\x1bREJECT_REASON_BAD_SIGNATURE\x10\x04\x12!\n\x1dREJECT_REASON_SENDER_MISMATCH\x10\x05\x12\x1b\n\x17REJECT_REASON_WRONG_RUN\x10\x06\x12\x17\n\x13REJECT_REASON_STALE\x10\x07\x12\x1f\n\x1bREJECT_REASON_TOO_FAR_AHEAD\x10\x08\x12\x1b\n\x17REJECT_REASON_BAD_PHASE\x10\t\x12\x1b\n\x17REJECT_REASON_BAD_ROUND\x10\n\x12\x1c\n\x18REJECT_REASON_BAD_LENGTH\x10\x0b\x12\x1c\n\x18REJECT_REASON_NON_FINITE\x10\x0c\x12\x1b\n\x17REJECT_REASON_DUPLICATE\x10\r\x12\x1e\n\x1aREJECT_REASON_EQUIVOCATION\x10\x0e\x12\x16\n\x12REJECT_REASON_SELF\x10\x0f\x12\x1f\n\x1bREJECT_REASON_NON_CANONICAL\x10\x10\x32\xc6\x02\n\x04Peer\x12:\n\x04Push\x12\x1a.decbyzpg.v1.SignedMessage\x1a\x16.decbyzpg.v1.PushReply\x12\x42\n\x07\x44\x65liver\x12\x1a.decbyzpg.v1.SignedMessage\x1a\x19.decbyzpg.v1.DeliverReply(\x01\x12\x38\n\x04Pull\x12\x18.decbyzpg.v1.PullRequest\x1a\x16.decbyzpg.v1.PullReply\x12\x44\n\x08\x45vidence\x12\x1c.decbyzpg.v1.EvidenceRequest\x1a\x1a.decbyzpg.v1.EvidenceReply\x12>\n\x06Status\x12\x1a.decbyzpg.v1.StatusRequest\x1a\x18.decbyzpg.v1.StatusReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64\x65\x63\x62yzpg/v1/peer.proto\x12\x0b\x64\x65\x63\x62yzpg.v1\"\x93\x01\n\x0cRoundMessage\x12\x0e\n\x06run_id\x18\x01 \x01(\x0c\x12\x11\n\titeration\x18\x02 \x01(\x04\x12!\n\x05phase\x18\x03 \x01(\x0e\x32\x12.decbyzpg.v1.Phase\x12\r\n\x05round\x18\x04 \x01(\r\x12\x0e\n\x06sender\x18\x05 \x01(\r\x12\x0e\n\x06length\x18\x06 \x01(\r\x12\x0e\n\x06vector\x18\x07 \x01(\x0c\"@\n\rSignedMessage\x12\x0e\n\x06sender\x18\x01 \x01(\r\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"6\n\tPushReply\x12)\n\x06reason\x18\x01 \x01(\x0e\x32\x19.decbyzpg.v1.RejectReason\"@\n\x08ReadAuth\x12\x0e\n\x06reader\x18\x01 \x01(\r\x12\x11\n\tissued_ms\x18\x02 \x01(\x04\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x98\x01\n\x0bPullRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\x0c\x12\x11\n\titeration\x18\x02 \x01(\x04\x12!\n\x05phase\x18\x03 \x01(\x0e\x32\x12.decbyzpg.v1.Phase\x12\r\n\x05round\x18\x04 \x01(\r\x12\x0f\n\x07senders\x18\x05 \x03(\r\x12#\n\x04\x61uth\x18\x06 \x01(\x0b\x32\x15.decbyzpg.v1.ReadAuth\"9\n\tPullReply\x12,\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.decbyzpg.v1.SignedMessage\"2\n\x0c\x44\x65liverReply\x12\x10\n\x08received\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x04\"6\n\x0f\x45videnceRequest\x12#\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x15.decbyzpg.v1.ReadAuth\"e\n\x0c\x45quivocation\x12)\n\x05\x66irst\x18\x01 \x01(\x0b\x32\x1a.decbyzpg.v1.SignedMessage\x12*\n\x06second\x18\x02 \x01(\x0b\x32\x1a.decbyzpg.v1.SignedMessage\"A\n\rEvidenceReply\x12\x30\n\requivocations\x18\x01 \x03(\x0b\x32\x19.decbyzpg.v1.Equivocation\"4\n\rStatusRequest\x12#\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x15.decbyzpg.v1.ReadAuth\"\xd0\x01\n\x0bStatusReply\x12\x0e\n\x06run_id\x18\x01 \x01(\x0c\x12\x0f\n\x07peer_id\x18\x02 \x01(\r\x12\x11\n\titeration\x18\x03 \x01(\x04\x12\x10\n\x08\x66inished\x18\x04 \x01(\x08\x12\x38\n\x08rejected\x18\x05 \x03(\x0b\x32&.decbyzpg.v1.StatusReply.RejectedEntry\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x06 \x01(\x04\x1a/\n\rRejectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*X\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x12\n\x0ePHASE_GRADIENT\x10\x01\x12\x13\n\x0fPHASE_AGREEMENT\x10\x02\x12\x0f\n\x0bPHASE_MODEL\x10\x03*\x90\x04\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17REJECT_REASON_MALFORMED\x10\x01\x12\x1b\n\x17REJECT_REASON_TOO_LARGE\x10\x02\x12 \n\x1cREJECT_REASON_UNKNOWN_SENDER\x10\x03\x12\x1f\n\x1bREJECT_REASON_BAD_SIGNATURE\x10\x04\x12!\n\x1dREJECT_REASON_SENDER_MISMATCH\x10\x05\x12\x1b\n\x17REJECT_REASON_WRONG_RUN\x10\x06\x12\x17\n\x13REJECT_REASON_STALE\x10\x07\x12\x1f\n\x1bREJECT_REASON_TOO_FAR_AHEAD\x10\x08\x12\x1b\n\x17REJECT_REASON_BAD_PHASE\x10\t\x12\x1b\n\x17REJECT_REASON_BAD_ROUND\x10\n\x12\x1c\n\x18REJECT_REASON_BAD_LENGTH\x10\x0b\x12\x1c\n\x18REJECT_REASON_NON_FINITE\x10\x0c\x12\x1b\n\x17REJECT_REASON_DUPLICATE\x10\r\x12\x1e\n\x1aREJECT_REASON_EQUIVOCATION\x10\x0e\x12\x16\n\x12REJECT_REASON_SELF\x10\x0f\x12\x1f\n\x1bREJECT_REASON_NON_CANONICAL\x10\x10\x32\xc6\x02\n\x04Peer\x12:\n\x04Push\x12\x1a.decbyzpg.v1.SignedMessage\x1a\x16.decbyzpg.v1.PushReply\x12\x42\n\x07\x44\x65liver\x12\x1a.decbyzpg.v1.SignedMessage\x1a\x19.decbyzpg.v1.DeliverReply(\x01\x12\x38\n\x04Pull\x12\x18.decbyzpg.v1.PullRequest\x1a\x16.decbyzpg.v1.PullReply\x12\x44\n\x08\x45vidence\x12\x1c.decbyzpg.v1.EvidenceRequest\x1a\x1a.decbyzpg.v1.EvidenceReply\x12>\n\x06Status\x12\x1a.decbyzpg.v1.StatusRequest\x1a\x18.decbyzpg.v1.StatusReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,34 +33,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STATUSREPLY_REJECTEDENTRY']._loaded_options = None
   _globals['_STATUSREPLY_REJECTEDENTRY']._serialized_options = b'8\001'
-  _globals['_PHASE']._serialized_start=956
-  _globals['_PHASE']._serialized_end=1044
-  _globals['_REJECTREASON']._serialized_start=1047
-  _globals['_REJECTREASON']._serialized_end=1575
+  _globals['_PHASE']._serialized_start=1134
+  _globals['_PHASE']._serialized_end=1222
+  _globals['_REJECTREASON']._serialized_start=1225
+  _globals['_REJECTREASON']._serialized_end=1753
   _globals['_ROUNDMESSAGE']._serialized_start=40
   _globals['_ROUNDMESSAGE']._serialized_end=187
   _globals['_SIGNEDMESSAGE']._serialized_start=189
   _globals['_SIGNEDMESSAGE']._serialized_end=253
   _globals['_PUSHREPLY']._serialized_start=255
   _globals['_PUSHREPLY']._serialized_end=309
-  _globals['_PULLREQUEST']._serialized_start=311
-  _globals['_PULLREQUEST']._serialized_end=426
-  _globals['_PULLREPLY']._serialized_start=428
-  _globals['_PULLREPLY']._serialized_end=485
-  _globals['_DELIVERREPLY']._serialized_start=487
-  _globals['_DELIVERREPLY']._serialized_end=537
-  _globals['_EVIDENCEREQUEST']._serialized_start=539
-  _globals['_EVIDENCEREQUEST']._serialized_end=556
-  _globals['_EQUIVOCATION']._serialized_start=558
-  _globals['_EQUIVOCATION']._serialized_end=659
-  _globals['_EVIDENCEREPLY']._serialized_start=661
-  _globals['_EVIDENCEREPLY']._serialized_end=726
-  _globals['_STATUSREQUEST']._serialized_start=728
-  _globals['_STATUSREQUEST']._serialized_end=743
-  _globals['_STATUSREPLY']._serialized_start=746
-  _globals['_STATUSREPLY']._serialized_end=954
-  _globals['_STATUSREPLY_REJECTEDENTRY']._serialized_start=907
-  _globals['_STATUSREPLY_REJECTEDENTRY']._serialized_end=954
-  _globals['_PEER']._serialized_start=1578
-  _globals['_PEER']._serialized_end=1904
+  _globals['_READAUTH']._serialized_start=311
+  _globals['_READAUTH']._serialized_end=375
+  _globals['_PULLREQUEST']._serialized_start=378
+  _globals['_PULLREQUEST']._serialized_end=530
+  _globals['_PULLREPLY']._serialized_start=532
+  _globals['_PULLREPLY']._serialized_end=589
+  _globals['_DELIVERREPLY']._serialized_start=591
+  _globals['_DELIVERREPLY']._serialized_end=641
+  _globals['_EVIDENCEREQUEST']._serialized_start=643
+  _globals['_EVIDENCEREQUEST']._serialized_end=697
+  _globals['_EQUIVOCATION']._serialized_start=699
+  _globals['_EQUIVOCATION']._serialized_end=800
+  _globals['_EVIDENCEREPLY']._serialized_start=802
+  _globals['_EVIDENCEREPLY']._serialized_end=867
+  _globals['_STATUSREQUEST']._serialized_start=869
+  _globals['_STATUSREQUEST']._serialized_end=921
+  _globals['_STATUSREPLY']._serialized_start=924
+  _globals['_STATUSREPLY']._serialized_end=1132
+  _globals['_STATUSREPLY_REJECTEDENTRY']._serialized_start=1085
+  _globals['_STATUSREPLY_REJECTEDENTRY']._serialized_end=1132
+  _globals['_PEER']._serialized_start=1756
+  _globals['_PEER']._serialized_end=2082
 # @@protoc_insertion_point(module_scope)

@@ -89,19 +89,31 @@ class PushReply(_message.Message):
     reason: RejectReason
     def __init__(self, reason: _Optional[_Union[RejectReason, str]] = ...) -> None: ...
 
+class ReadAuth(_message.Message):
+    __slots__ = ("reader", "issued_ms", "signature")
+    READER_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_MS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    reader: int
+    issued_ms: int
+    signature: bytes
+    def __init__(self, reader: _Optional[int] = ..., issued_ms: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
 class PullRequest(_message.Message):
-    __slots__ = ("run_id", "iteration", "phase", "round", "senders")
+    __slots__ = ("run_id", "iteration", "phase", "round", "senders", "auth")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ITERATION_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     SENDERS_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
     run_id: bytes
     iteration: int
     phase: Phase
     round: int
     senders: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, run_id: _Optional[bytes] = ..., iteration: _Optional[int] = ..., phase: _Optional[_Union[Phase, str]] = ..., round: _Optional[int] = ..., senders: _Optional[_Iterable[int]] = ...) -> None: ...
+    auth: ReadAuth
+    def __init__(self, run_id: _Optional[bytes] = ..., iteration: _Optional[int] = ..., phase: _Optional[_Union[Phase, str]] = ..., round: _Optional[int] = ..., senders: _Optional[_Iterable[int]] = ..., auth: _Optional[_Union[ReadAuth, _Mapping]] = ...) -> None: ...
 
 class PullReply(_message.Message):
     __slots__ = ("messages",)
@@ -118,8 +130,10 @@ class DeliverReply(_message.Message):
     def __init__(self, received: _Optional[int] = ..., accepted: _Optional[int] = ...) -> None: ...
 
 class EvidenceRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("auth",)
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    auth: ReadAuth
+    def __init__(self, auth: _Optional[_Union[ReadAuth, _Mapping]] = ...) -> None: ...
 
 class Equivocation(_message.Message):
     __slots__ = ("first", "second")
@@ -136,8 +150,10 @@ class EvidenceReply(_message.Message):
     def __init__(self, equivocations: _Optional[_Iterable[_Union[Equivocation, _Mapping]]] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("auth",)
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    auth: ReadAuth
+    def __init__(self, auth: _Optional[_Union[ReadAuth, _Mapping]] = ...) -> None: ...
 
 class StatusReply(_message.Message):
     __slots__ = ("run_id", "peer_id", "iteration", "finished", "rejected", "accepted")
