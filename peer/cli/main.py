@@ -10,10 +10,10 @@ import argparse
 import sys
 from typing import Sequence
 
-from peer.cli import cluster, daemons, report, run, sweep
+from peer.cli import cluster, daemons, report, run, sweep, vectors
 from peer.engine.errors import DecByzPGError, ExitCode
 
-COMMAND_GROUPS = (run, sweep, report, daemons, cluster)
+COMMAND_GROUPS = (run, sweep, report, daemons, cluster, vectors)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="decbyzpg",
         description="DecByzPG: decentralized Byzantine fault-tolerant federated policy gradient. Peer daemons "
                     "(keygen, init, certs, peer, adversary, status, cluster) and experiments (run, trace, sweep, matrix, bench, "
-                    "report).")
+                    "report, vectors).")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.register(sub)

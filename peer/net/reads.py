@@ -87,6 +87,8 @@ class ReadGate:
     def refusal(self, method: str, request: Any) -> str | None:
         if method == "Status" and self.open_status:
             return None
+        if method == "Pull" and not 0 <= request.phase <= 0xFFFF_FFFF:  # an open enum: any int32 parses
+            return "Pull: phase out of range"
         if not request.HasField("auth"):
             return f"{method} answers roster members only: the request carries no ReadAuth"
         auth = request.auth

@@ -6,8 +6,8 @@ Byzantine), a `[network]` table of timeouts and limits, optionally a `[tls]` tab
 TLS, `peer.net.tls`) and an `[adversary]` table that only Byzantine daemons read.
 
 The run id is the SHA-256 of the genesis configuration (the learning configuration's
-genesis hash and the roster with its keys), so peers given different run files reject
-each other's messages instead of silently mixing.
+genesis hash, the bound f, and the roster with its keys), so peers given different run
+files reject each other's messages instead of silently mixing.
 """
 
 from __future__ import annotations
@@ -64,8 +64,12 @@ class RunFile:
 
     @property
     def run_id(self) -> bytes:
+        # f is not in the genesis hash (in-process runs that differ only in f share the coin
+        # and theta_0, for paired comparisons) but peers must agree on it: it sets the quorum
+        # K - f and the aggregators' trimming, so it is part of the run id.
         roster = [[p.id, p.address, p.public_key] for p in self.peers]
-        blob = json.dumps(roster, separators=(",", ":")).encode()
+        blob = json.dumps({"num_byzantine": self.config.num_byzantine, "roster": roster},
+                          sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(b"decbyzpg-run-v1\0" + self.config.genesis_hash() + blob).digest()
 
     def peer(self, peer_id: int) -> PeerEntry:

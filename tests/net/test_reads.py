@@ -83,3 +83,9 @@ def test_garbage_signatures_are_refused_not_raised() -> None:
     for signature in [b"", b"x", bytes(64), bytes(65)]:
         request = peer_pb2.StatusRequest(auth=peer_pb2.ReadAuth(reader=0, issued_ms=NOW, signature=signature))
         assert "does not verify" in gate().refusal("Status", request)
+
+
+def test_a_pull_with_an_out_of_range_phase_is_refused_not_raised() -> None:
+    """Phase is an open enum: -1 parses.  It cannot be put in the signed layout (uint32)."""
+    request = peer_pb2.PullRequest(run_id=RUN_ID, iteration=7, phase=-1, round=1)
+    assert gate().refusal("Pull", request) == "Pull: phase out of range"

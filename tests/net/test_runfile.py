@@ -38,6 +38,9 @@ def test_the_run_id_changes_with_the_config_and_with_the_roster(document) -> Non
     assert parse_run_file({**document, "peers": moved}).run_id != base
     # what only Byzantine daemons read does not change it
     assert parse_run_file({**document, "adversary": {"attack": "silence"}}).run_id == base
+    # the bound f does (it sets the quorum), though it is not in the genesis hash
+    other_f = parse_run_file({**document, "num_byzantine": 0})
+    assert other_f.run_id != base and other_f.config.genesis_hash() == parse_run_file(document).config.genesis_hash()
 
 
 @pytest.mark.parametrize("mutate, fragment", [
@@ -50,6 +53,7 @@ def test_the_run_id_changes_with_the_config_and_with_the_roster(document) -> Non
     (lambda d: d.update(network={"grace": 30.0}), "network.grace"),
     (lambda d: d.update(network={"round_timeout": 0}), "network.round_timeout"),
     (lambda d: d.update(network={"window_ahead": "2"}), "network.window_ahead"),
+    (lambda d: d.update(network={"open_status": "yes"}), "network.open_status"),
     (lambda d: d.update(peers=[]), "roster"),
 ])
 def test_roster_and_network_errors_name_the_field(document, mutate, fragment) -> None:
