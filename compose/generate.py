@@ -126,7 +126,9 @@ STACK_HEAD = """\
 # Differences from compose.yaml: no one-shot init (make the run beforehand), the run file
 # is a swarm config and each peer's private key a swarm secret of its own, services use
 # endpoint_mode dnsrr (no IPVS needed), results go to $RESULTS/peer-<id> on the node
-# (a directory that uid 1000 can write).
+# (a directory that uid 1000 can write). Peers listen on every interface of their container
+# (--bind 0.0.0.0): swarm makes a task's name resolvable only once it is healthy, so the
+# roster name cannot be bound at start.
 #
 #   decbyzpg init --compose --peers {k} --byzantine {f} --byzantine-peers {f} --out compose/run
 #   mkdir -p /srv/decbyzpg/results && chown 1000:1000 /srv/decbyzpg/results
@@ -164,7 +166,8 @@ services:"""
 STACK_PEER = """
   peer-{id}:
     <<: *peer
-    command: [{role}, --config, /etc/decbyzpg/run.toml, --id, "{id}", --key, /run/secrets/key, --out, /results/peer-{id}{extra}]
+    command: [{role}, --config, /etc/decbyzpg/run.toml, --id, "{id}", --key, /run/secrets/key, --out, /results/peer-{id},
+              --bind, "0.0.0.0:{port}"{extra}]
     secrets:
       - source: key-{id}
         target: key
@@ -211,7 +214,7 @@ def compose_file(k: int, f: int) -> str:
 def stack_file(k: int, f: int) -> str:
     text = STACK_HEAD.format(k=k, f=f)
     for i, role, extra in roles(k, f):
-        text += STACK_PEER.format(id=i, role=role, extra=extra)
+        text += STACK_PEER.format(id=i, role=role, extra=extra, port=PORT)
     secrets = "".join(f"  key-{i}:\n    file: ${{RUN_DIR:-./run}}/keys/{i}.key\n" for i in range(k))
     return text + STACK_TAIL.format(secrets=secrets)
 

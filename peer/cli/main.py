@@ -10,17 +10,17 @@ import argparse
 import sys
 from typing import Sequence
 
-from peer.cli import cluster, daemons, report, run, sweep, vectors
+from peer.cli import cluster, conformance, daemons, report, run, sweep, vectors
 from peer.engine.errors import DecByzPGError, ExitCode
 
-COMMAND_GROUPS = (run, sweep, report, daemons, cluster, vectors)
+COMMAND_GROUPS = (run, sweep, report, daemons, cluster, conformance, vectors)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="decbyzpg",
         description="DecByzPG: decentralized Byzantine fault-tolerant federated policy gradient. Peer daemons "
-                    "(keygen, init, certs, peer, adversary, status, cluster) and experiments (run, trace, sweep, matrix, bench, "
+                    "(keygen, init, certs, peer, adversary, status, cluster, conformance) and experiments (run, trace, sweep, matrix, bench, "
                     "report, vectors).")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
