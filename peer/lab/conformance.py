@@ -81,6 +81,7 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- requirements
 
 MUST, SHOULD = "MUST", "SHOULD"
+FLOOD_ENVELOPES = 2000  # within bounds: a few honest rounds' worth of messages, not a stress test
 PASS, FAIL, NOT_APPLICABLE, NOT_CHECKED = "pass", "fail", "n/a", "not checked"
 
 
@@ -110,6 +111,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
                 "UNAUTHENTICATED"),
     *(Requirement(reject_row(name), MUST, f"Push of an envelope that fails only with {name} is answered {name}, "
                   "and the target keeps serving") for name in REJECT_REASONS),
+    Requirement("flood", MUST, f"{FLOOD_ENVELOPES} junk envelopes on one Deliver stream (garbage, unknown senders, "
+                "bad signatures) are all read and none accepted, and the target still answers Health and a signed "
+                "Status"),
     Requirement("progress", MUST, "with the other K - 1 peers honest, the target sends in every round, its "
                 "Status.iteration grows and it reports finished"),
     Requirement("messages-valid", MUST, "every message the target sent the tester peers was accepted, and each "
@@ -245,6 +249,22 @@ class TargetClient:
             return wire.reason_name(self.call("Push", raw).reason)
         except RpcFailure as err:
             return f"RPC {err.code}"
+
+    def deliver(self, raws: Sequence[bytes]) -> tuple[int, int]:
+        """Write `raws` on one Deliver stream and close it: the target's (received, accepted); RpcFailure otherwise."""
+        async def run() -> tuple[int, int]:
+            call = self._channel.stream_unary(f"/{SERVICE}/Deliver", request_serializer=None,
+                                              response_deserializer=peer_pb2.DeliverReply.FromString)(
+                iter(raws), timeout=self.timeout)
+            reply = await call
+            return int(reply.received), int(reply.accepted)
+
+        try:
+            return self._on_loop(run)
+        except grpc.RpcError as err:
+            raise RpcFailure(err.code().name, err.details() or "") from None
+        except TimeoutError:
+            raise RpcFailure("DEADLINE_EXCEEDED", "no answer") from None
 
     def health(self) -> str:
         """'SERVING', another serving status, or 'RPC <status>' when the check itself failed."""
@@ -1082,7 +1102,7 @@ class ConformanceSession:
         """Every probe that names a round, at GATE_SLOT, while the target waits in it."""
         genuine = self._await_gate_messages()
         if genuine is None:
-            for row in ("reject-duplicate", "reject-equivocation", "evidence", "pull",
+            for row in ("reject-duplicate", "reject-equivocation", "evidence", "pull", "flood",
                         *(reject_row(reason) for reason in REJECT_PROBES)):
                 self.outcomes[row] = Outcome(FAIL, "the tester peers never sent their first round; nothing was probed")
             return
@@ -1108,11 +1128,31 @@ class ConformanceSession:
         for reason, build in REJECT_PROBES.items():
             self.outcomes[reject_row(reason)] = self._probe(build(kit), reason) if signers else Outcome(FAIL, refusal)
         self.outcomes["pull"] = self._check_pull(delivered, refused, refusal)
+        self.outcomes["flood"] = self._check_flood(kit)
         late = {k: self._client.push(genuine[k].SerializeToString()) for k in sorted(self.withheld)}
         if any(reply != "ACCEPTED" for reply in late.values()):
             self.run_note += "; after the probes, " + ", ".join(f"peer {k}'s first-round message -> {reply}"
                                                                  for k, reply in late.items())
         self.gate_seconds = time.monotonic() - started
+
+    def _check_flood(self, kit: "ProbeKit") -> Outcome:
+        """A bounded flood of junk on one stream: every envelope read, none accepted, the target still serving."""
+        rng = np.random.default_rng(0)
+        junk = [rng.bytes(int(rng.integers(0, 64))) for _ in range(FLOOD_ENVELOPES // 2)]
+        kinds = [raw for build in (_unknown_sender, _bad_signature) for _, raw in build(kit)] or [b"\x00"]
+        junk += [kinds[i % len(kinds)] for i in range(FLOOD_ENVELOPES - len(junk))]
+        started = time.monotonic()
+        try:
+            received, accepted = self._client.deliver(junk)
+        except RpcFailure as err:
+            return Outcome(FAIL, f"Deliver of {len(junk)} junk envelopes -> {err}")
+        seconds = time.monotonic() - started
+        health = self._client.health()
+        status = self._read("Status", peer_pb2.StatusRequest())
+        answered = "answered" if not isinstance(status, RpcFailure) else str(status)
+        return judged(received == len(junk) and accepted == 0 and health == "SERVING" and answered == "answered",
+                      f"{len(junk)} junk envelopes on one Deliver stream in {seconds:.2f} s: {received} read, "
+                      f"{accepted} accepted; Health {health}; signed Status {answered}")
 
     def _conflicting(self, envelope: peer_pb2.SignedMessage) -> peer_pb2.SignedMessage:
         body = peer_pb2.RoundMessage.FromString(envelope.body)
