@@ -63,7 +63,13 @@ from grpc_health.v1 import health_pb2
 from adversary.misbehaviour import craft, unknown_field
 from peer.engine import randomness
 from peer.engine.config import AttackConfig, RunConfig
-from peer.engine.errors import ConfigError, ExitCode, KeyFileError, PeerUnreachableError, RunStateError
+from peer.engine.errors import (
+    ConfigError,
+    ExitCode,
+    KeyFileError,
+    PeerUnreachableError,
+    RunStateError,
+)
 from peer.engine.exchange import Broadcast, PeerProgram, Received
 from peer.engine.schedule import Phase, RoundKey, Schedule
 from peer.engine.state_machine import IterationReport, PeerStateMachine
@@ -227,6 +233,15 @@ class TargetClient:
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(self.timeout + 5)
 
+    def _rpc(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run one call on the loop; its gRPC failure (or no answer in time) as RpcFailure."""
+        try:
+            return self._on_loop(make)
+        except grpc.RpcError as err:
+            raise RpcFailure(err.code().name, err.details() or "") from None
+        except TimeoutError:
+            raise RpcFailure("DEADLINE_EXCEEDED", "no answer") from None
+
     def call(self, method: str, request: Any) -> Any:
         """The reply of `method` ('Push', 'Pull', 'Evidence', 'Status', 'Health'); RpcFailure otherwise."""
         path, reply_type = _REPLIES[method]
@@ -236,12 +251,7 @@ class TargetClient:
             return self._channel.unary_unary(path, request_serializer=serializer,
                                              response_deserializer=reply_type.FromString)(request, timeout=self.timeout)
 
-        try:
-            return self._on_loop(start)
-        except grpc.RpcError as err:
-            raise RpcFailure(err.code().name, err.details() or "") from None
-        except TimeoutError:
-            raise RpcFailure("DEADLINE_EXCEEDED", "no answer") from None
+        return self._rpc(start)
 
     def push(self, raw: bytes) -> str:
         """The target's verdict on `raw`: 'ACCEPTED', a reason name, or 'RPC <status>'."""
@@ -259,12 +269,7 @@ class TargetClient:
             reply = await call
             return int(reply.received), int(reply.accepted)
 
-        try:
-            return self._on_loop(run)
-        except grpc.RpcError as err:
-            raise RpcFailure(err.code().name, err.details() or "") from None
-        except TimeoutError:
-            raise RpcFailure("DEADLINE_EXCEEDED", "no answer") from None
+        return self._rpc(run)
 
     def health(self) -> str:
         """'SERVING', another serving status, or 'RPC <status>' when the check itself failed."""

@@ -45,9 +45,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from peer.engine.errors import KeyFileError
 
 __all__ = [
-    "KeyFileError",
     "PUBLIC_KEY_PREFIX",
     "SIGNATURE_BYTES",
+    "KeyFileError",
     "generate_key",
     "load_private_key",
     "public_key_from_text",

@@ -8,8 +8,11 @@ from peer.lab.netbench import markdown, network_benchmark, render
 
 
 @pytest.mark.multiprocess
-def test_a_small_network_benchmark_runs_both_sides_and_counts_one_stream_message_per_destination(tmp_path) -> None:
-    report = network_benchmark(4, 0, 100, seed=0, out=tmp_path, base_port=54100)
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "mutual-tls"])
+def test_a_small_network_benchmark_runs_both_sides_and_counts_one_stream_message_per_destination(tmp_path,
+                                                                                                tls) -> None:
+    report = network_benchmark(4, 0, 100, seed=0, out=tmp_path, base_port=54200 if tls else 54100, tls=tls)
+    assert report["tls"] is tls and ("mutual TLS" in render(report)) is tls
     inproc, net = report["in_process"], report["network"]
     assert net["final_honest_return"] == inproc["final_honest_return"]  # the same learning, bit for bit
     assert net["messages_sent_per_round"] == pytest.approx(3.0)  # K - 1 per broadcast, no retries

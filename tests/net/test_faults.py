@@ -98,7 +98,11 @@ def test_cluster_command_stops_cleanly_on_ctrl_c(tmp_path) -> None:
         [sys.executable, "-m", "peer.cli.main", "cluster", "--peers", "5", "--byzantine", "1", "--trajectories", "100000",
          "--base-port", str(free_port_block(5)), "--out", str(out), "--quiet",
          "--set", "estimator.large_batch=8", "--set", "estimator.small_batch=2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # A background job of a non-interactive shell (CI started with `&`) inherits SIGINT
+        # ignored, and Python then never turns it into KeyboardInterrupt: give the command
+        # the default disposition, as a terminal's Ctrl-C would find it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         end = time.monotonic() + 120
         metrics = out / "peers" / "0" / "metrics.csv"

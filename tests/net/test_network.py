@@ -25,8 +25,14 @@ PATIENT = {"grace": 10.0, "round_timeout": 30.0, "linger": 0.5}
 @pytest.mark.parametrize("algorithm, attack", [("decbyzpg", "avg_zero"), ("byzpg", "large_noise"),
                                                ("dec-page-pg", "alie")])
 def test_network_run_is_bit_identical_to_in_process(tmp_path, algorithm: str, attack: str) -> None:
-    setting = {**SMALL, "algorithm": algorithm, "allow_beyond_tolerance": True}
-    run = make_run(tmp_path, setting, byzantine_ids=[4], network=PATIENT)
+    assert_network_run_matches_in_process(tmp_path, {**SMALL, "algorithm": algorithm, "allow_beyond_tolerance": True},
+                                          attack)
+
+
+def assert_network_run_matches_in_process(tmp_path, setting: dict, attack: str, tls: bool = False) -> None:
+    """Four honest daemons and one Byzantine on loopback: every honest peer's parameters after
+    every iteration equal the in-process engine's, bit for bit."""
+    run = make_run(tmp_path, setting, byzantine_ids=[4], network=PATIENT, tls=tls)
     history: dict[int, list[np.ndarray]] = {k: [] for k in range(4)}
     threads = Threads()
     for k in range(4):
@@ -40,7 +46,7 @@ def test_network_run_is_bit_identical_to_in_process(tmp_path, algorithm: str, at
 
     local = InProcessRun(build_config({**setting, "attack": {"name": attack}}))
     expected: dict[int, list[np.ndarray]] = {k: [] for k in range(4)}
-    for _ in local.iterate(SMALL["trajectories_per_agent"]):
+    for _ in local.iterate(setting["trajectories_per_agent"]):
         for k, peer in local.peers.items():
             expected[k].append(peer.theta().copy())
     assert len(expected[0]) >= 4

@@ -9,19 +9,13 @@ import grpc
 import numpy as np
 import pytest
 from cryptography import x509
-from decbyzpg.v1 import peer_pb2
 
-from adversary.attacks import make_attack
-from adversary.daemon import ByzantineDaemon
-from peer.engine.config import build_config
 from peer.engine.errors import ConfigError, KeyFileError
-from peer.lab.inprocess import InProcessRun
-from peer.net.daemon import PeerDaemon
 from peer.net.runfile import load_run_file
 from peer.net.tls import make_certificates, parse_tls, peer_name
 from peer.net.transport import PeerTransport
-from tests.net.test_network import PATIENT, SMALL
-from tests.support.netutil import Threads, identity_of, key_of, make_run
+from tests.net.test_network import SMALL, assert_network_run_matches_in_process
+from tests.support.netutil import identity_of, key_of, make_run, started_transports
 
 pytestmark = pytest.mark.network
 
@@ -69,17 +63,8 @@ def test_a_group_readable_tls_key_is_refused(tmp_path) -> None:
 
 @pytest.fixture()
 def tls_transports(tmp_path):
-    run = make_run(tmp_path, DATA, network=NETWORK, tls=True)
-    started = []
-    try:
-        for k in range(3):
-            transport = PeerTransport(run, k, key_of(run, k), DIM)
-            transport.start()
-            started.append(transport)
-        yield started
-    finally:
-        for transport in started:
-            transport.stop(grace=0.1)
+    with started_transports(make_run(tmp_path, DATA, network=NETWORK, tls=True), DIM) as transports:
+        yield transports
 
 
 def test_peers_exchange_over_mutual_tls_and_refuse_other_clients(tls_transports, tmp_path) -> None:
@@ -144,20 +129,7 @@ def test_init_tls_and_status_over_tls_from_the_command_line(tmp_path, capsys) ->
 
 
 def test_a_network_run_over_tls_is_bit_identical_to_in_process(tmp_path) -> None:
-    setting = {**SMALL, "algorithm": "decbyzpg"}
-    run = make_run(tmp_path, setting, byzantine_ids=[4], network=PATIENT, tls=True)
-    history: dict[int, list[np.ndarray]] = {k: [] for k in range(4)}
-    threads = Threads()
-    for k in range(4):
-        daemon = PeerDaemon(run, k, key_of(run, k), tmp_path / f"peer{k}",
-                            on_iteration=lambda report, machine, k=k: history[k].append(machine.theta().copy()))
-        threads.start(k, daemon)
-    threads.start(4, ByzantineDaemon(run, 4, key_of(run, 4), make_attack("avg_zero"), [4], tmp_path / "peer4"))
-    assert threads.join(120) == {0: 0, 1: 0, 2: 0, 3: 0, 4: 0}
-    local = InProcessRun(build_config({**setting, "attack": {"name": "avg_zero"}}))
-    expected = [local.peers[0].theta().copy() for _ in local.iterate(SMALL["trajectories_per_agent"])]
-    assert len(history[0]) == len(expected) >= 4
-    assert all(np.array_equal(a, b) for a, b in zip(history[0], expected))
+    assert_network_run_matches_in_process(tmp_path, {**SMALL, "algorithm": "decbyzpg"}, "avg_zero", tls=True)
 
 
 def test_the_container_health_check_probes_a_tls_peer(tls_transports) -> None:

@@ -14,7 +14,7 @@ from decbyzpg.v1 import peer_pb2
 from peer.engine.schedule import Phase, RoundKey
 from peer.net.client import query_status
 from peer.net.transport import PeerTransport
-from tests.support.netutil import identity_of, key_of, make_run
+from tests.support.netutil import identity_of, key_of, make_run, started_transports
 
 pytestmark = pytest.mark.network
 
@@ -26,17 +26,8 @@ GRADIENT = RoundKey(0, Phase.GRADIENT)
 
 @pytest.fixture()
 def transports(tmp_path):
-    run = make_run(tmp_path, DATA, network=NETWORK)
-    started = []
-    try:
-        for k in range(5):
-            transport = PeerTransport(run, k, key_of(run, k), DIM)
-            transport.start()
-            started.append(transport)
+    with started_transports(make_run(tmp_path, DATA, network=NETWORK), DIM) as started:
         yield started
-    finally:
-        for transport in started:
-            transport.stop(grace=0.1)
 
 
 def vector(k: int) -> np.ndarray:

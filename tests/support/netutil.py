@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 import threading
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from peer.engine.config import build_config
 from peer.lab.cluster import init_run
@@ -54,6 +55,23 @@ def identity_of(run, k: int):
     from peer.net.client import ReaderIdentity
 
     return ReaderIdentity(run.run_id, k, key_of(run, k))
+
+
+@contextmanager
+def started_transports(run, dim: int) -> Iterator[list]:
+    """Every roster member's PeerTransport, started (no learning: tests make up the vectors), stopped after."""
+    from peer.net.transport import PeerTransport
+
+    started = []
+    try:
+        for k in range(len(run.peers)):
+            transport = PeerTransport(run, k, key_of(run, k), dim)
+            transport.start()
+            started.append(transport)
+        yield started
+    finally:
+        for transport in started:
+            transport.stop(grace=0.1)
 
 
 class Threads:
