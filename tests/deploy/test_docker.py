@@ -248,7 +248,13 @@ def _in_process(run_file: Path) -> tuple[list[IterationMetrics], dict[int, np.nd
 
 def test_swarm_stack_runs_the_job_on_a_one_node_swarm(docker: str, image: dict[str, float], tmp_path: Path) -> None:
     """compose/stack.yml on a one-node swarm (made here unless the engine is already in
-    one): run file as a config, keys as secrets, dnsrr endpoints; every task Complete."""
+    one): run file as a config, keys as secrets, dnsrr endpoints; every task Complete, and
+    the honest peers' final parameters are the in-process engine's, bit for bit.
+
+    The run file gets the compose test's generous grace: with the default 0.25 s, tasks that
+    start seconds apart (a swarm task's name resolves only once the task is healthy) end some
+    early rounds without every vector, and the honest peers then legitimately aggregate
+    different sets (seen once in CI: final parameters not equal, the run otherwise fine)."""
     import torch
 
     state = subprocess.run([docker, "info", "-f", "{{.Swarm.LocalNodeState}}"], capture_output=True, text=True,
@@ -268,7 +274,8 @@ def test_swarm_stack_runs_the_job_on_a_one_node_swarm(docker: str, image: dict[s
     budget = 200
     subprocess.run([docker, "run", "--rm", "--network", "none", "-u", f"{os.getuid()}:{os.getgid()}",
                     "-v", f"{workdir}:/out", IMAGE, "init", "--compose", "--peers", "13", "--byzantine", "3",
-                    "--byzantine-peers", "3", "--trajectories", str(budget), "--out", "/out/run"],
+                    "--byzantine-peers", "3", "--trajectories", str(budget), "--set", "network.grace=10.0",
+                    "--set", "network.round_timeout=30.0", "--out", "/out/run"],
                    check=True, capture_output=True)
     env = {**os.environ, "RESULTS": str(results), "IMAGE": IMAGE}
     try:
@@ -293,8 +300,12 @@ def test_swarm_stack_runs_the_job_on_a_one_node_swarm(docker: str, image: dict[s
     _say(f"swarm stack: {budget} trajectories/agent, 13 services, {seconds:.0f} s wall; tasks: "
          + ", ".join(sorted({s.split()[1] for s in states.values()})))
     assert len(states) == 13 and all(" Complete " in s for s in states.values()), "\n".join(states.values())
-    lengths = {k: len(read_metrics(results / f"peer-{k}" / "metrics.csv")) for k in range(10)}
-    assert len(set(lengths.values())) == 1 and lengths[0] >= 3, lengths
-    thetas = [_as_array(torch.load(results / f"peer-{k}" / "checkpoint.pt", weights_only=False)["machine"]["theta"])
-              for k in range(10)]
-    assert all(np.array_equal(thetas[0], t) for t in thetas[1:])
+    rows = {k: read_metrics(results / f"peer-{k}" / "metrics.csv") for k in range(10)}
+    assert len({len(r) for r in rows.values()}) == 1 and len(rows[0]) >= 3, {k: len(r) for k, r in rows.items()}
+    timed_out = {k: sum(r.rounds_timed_out for r in peer_rows) for k, peer_rows in rows.items()}
+    assert not any(timed_out.values()), f"rounds timed out despite a 10 s grace: {timed_out}"
+    expected, expected_theta = _in_process(workdir / "run" / "run.toml")
+    assert [r.iteration for r in rows[0]] == [e.iteration for e in expected]
+    for k in range(10):
+        theta = _as_array(torch.load(results / f"peer-{k}" / "checkpoint.pt", weights_only=False)["machine"]["theta"])
+        assert np.array_equal(theta, expected_theta[k]), f"peer {k}'s final parameters differ from the engine's"
