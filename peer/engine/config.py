@@ -134,6 +134,21 @@ class EstimatorConfig:
     baseline: bool = True
     importance: str = "per_decision"
     log_weight_clip: float = 0.0  # 0 = no truncation of log importance weights
+    # Stabilisers of the PAGE recursion (issue #14); each is off at 0 and then left out of
+    # the genesis hash (STABILISER_OFF), so runs that do not use them keep their hash.
+    correction_clip: float = 0.0  # lambda > 0: ||correction|| <= lambda * ||v_L|| (v_L: v after the last large batch)
+    drift_clip: float = 0.0  # rho > 0: ||v_t - v_L|| <= rho * ||v_L||, v_t kept in a ball around v_L
+    restart_ess: float = 0.0  # r > 0: a small batch whose whole-trajectory weights have ESS/B < r is replaced
+    #                           by a local large batch (GPOMDP on N fresh trajectories): the recursion restarts
+    max_small_steps: int = 0  # m > 0: x_t = 1 after m small-batch iterations in a row (common to all peers)
+
+
+# The stabilisers' "off" values.  RunConfig.to_dict (and so the genesis hash, the recorded
+# config.toml and run files) leaves a stabiliser out while it is off: a configuration that
+# does not use it hashes exactly as before the option existed, so its coin, theta_0 and
+# streams, and every number measured with it, are unchanged.  Set to anything else, it is
+# hashed like every other field, and peers given different values cannot mix.
+STABILISER_OFF: dict[str, Any] = {"correction_clip": 0.0, "drift_clip": 0.0, "restart_ess": 0.0, "max_small_steps": 0}
 
 
 @dataclass(frozen=True)
@@ -189,6 +204,9 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        for key, off in STABILISER_OFF.items():
+            if data["estimator"][key] == off:
+                del data["estimator"][key]
         data["attack"]["params"] = dict(self.attack.params)
         data["policy"]["hidden"] = list(self.policy.hidden)
         return data
@@ -288,6 +306,10 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
         baseline=as_bool("estimator.baseline", e.get("baseline", d.baseline)),
         importance=as_choice("estimator.importance", e.get("importance", d.importance), IMPORTANCE_MODES),
         log_weight_clip=as_float("estimator.log_weight_clip", e.get("log_weight_clip", d.log_weight_clip), 0),
+        correction_clip=as_float("estimator.correction_clip", e.get("correction_clip", d.correction_clip), 0),
+        drift_clip=as_float("estimator.drift_clip", e.get("drift_clip", d.drift_clip), 0),
+        restart_ess=as_float("estimator.restart_ess", e.get("restart_ess", d.restart_ess), 0, 1),
+        max_small_steps=as_int("estimator.max_small_steps", e.get("max_small_steps", d.max_small_steps), 0),
     )
     a = section("aggregation", AggregationConfig)
     aggregation = AggregationConfig(

@@ -124,3 +124,31 @@ def page_correction(policy_now: Policy, policy_prev: Policy, batch: Batch,
     making this term identically zero).
     """
     return gpomdp(policy_now, batch, cfg) - weighted_gpomdp(policy_now, policy_prev, batch, cfg)
+
+
+# --------------------------------------------------------------------------- stabilisers (issue #14)
+# Helpers of the estimator options that keep the PAGE recursion from running away
+# (estimator.correction_clip, drift_clip, restart_ess; all off by default).  The state
+# machine applies them; none changes what the estimators above compute.
+
+
+def trajectory_ess_fraction(policy_now: Policy, policy_prev: Policy, batch: Batch) -> float:
+    """Effective sample size of a batch's whole-trajectory weights, over its size: in (0, 1].
+
+    w_i = prod_h pi_prev(a_h|s_h) / pi_now(a_h|s_h) for trajectory i sampled at theta_t (unclipped,
+    in log space); ESS = (sum w)^2 / sum w^2 (Kong's), which is n when the two policies agree
+    on every sampled action and tends to 1 when one trajectory carries all the weight.  It is
+    the weight of a whole trajectory, the one the last reward of the per-decision mode carries.
+    """
+    with torch.no_grad():
+        log_w = ((policy_prev.log_prob(batch.obs, batch.actions).to(torch.float64)
+                  - policy_now.log_prob(batch.obs, batch.actions).to(torch.float64)) * batch.mask).sum(1)
+        log_w = log_w - log_w.max()  # scale-free: the ratio below is unchanged, exp cannot overflow
+        w = log_w.exp()
+        return float(w.sum() ** 2 / w.pow(2).sum() / batch.size)
+
+
+def cap_norm(vector: torch.Tensor, limit: float) -> torch.Tensor:
+    """`vector` scaled down to norm `limit` if it is longer (unchanged otherwise)."""
+    norm = float(vector.norm())
+    return vector * (limit / norm) if norm > limit else vector

@@ -91,8 +91,36 @@ class Schedule:
         return self.cfg.agreement.rounds
 
     def is_large_batch(self, t: int) -> bool:
-        """x_t: the common coin (x_0 = 1).  Every peer, honest or not, can compute it."""
-        return randomness.common_coin(self.genesis_hash, t, self.cfg.estimator.switch_prob)
+        """x_t: the common coin (x_0 = 1).  Every peer, honest or not, can compute it.
+
+        With estimator.max_small_steps = m > 0, an iteration is also large when the m before
+        it were all small: counted from the last coin that came up 1 (a), the forced ones are
+        a + (m+1), a + 2(m+1), ...  Still a pure function of (genesis hash, t).
+        """
+        p = self.cfg.estimator.switch_prob
+        if randomness.common_coin(self.genesis_hash, t, p):
+            return True
+        m = self.cfg.estimator.max_small_steps
+        if m == 0:
+            return False
+        return (t - self._last_coin_at_or_before(t - 1)) % (m + 1) == 0
+
+    @cached_property
+    def _last_coin(self) -> dict[int, int]:
+        return {}
+
+    def _last_coin_at_or_before(self, t: int) -> int:
+        """The last t' <= t whose coin came up 1 (0 at the latest: x_0 = 1), memoised."""
+        unknown = []
+        while t not in self._last_coin:
+            if randomness.common_coin(self.genesis_hash, t, self.cfg.estimator.switch_prob):
+                self._last_coin[t] = t
+                break
+            unknown.append(t)
+            t -= 1
+        for s in unknown:
+            self._last_coin[s] = self._last_coin[t]
+        return self._last_coin[t]
 
     def batch_size(self, t: int) -> int:
         """Trajectories a sampling peer draws in iteration t (N or B)."""

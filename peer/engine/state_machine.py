@@ -47,6 +47,7 @@ class IterationReport:
     gradient_received: int = 0
     diameters: list[float] = field(default_factory=list)
     agreement_fallbacks: int = 0  # agreement rounds with fewer than q vectors: own vector kept
+    restarted: bool = False  # estimator.restart_ess: this small-batch step restarted the recursion
     compute_seconds: float = 0.0
 
 
@@ -76,6 +77,8 @@ class PeerStateMachine:
         self.t = 0
         self.prev_theta: torch.Tensor | None = None  # parameters the last batch was sampled at
         self.v: torch.Tensor | None = None  # v_{t-1}
+        # v_L, v after the last large-batch iteration (or restart): the correction and drift clips' reference
+        self.anchor: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ role helpers
     @property
@@ -134,6 +137,8 @@ class PeerStateMachine:
             report.compute_seconds += time.perf_counter() - started
         if y is not None:
             set_flat(self.policy, y)
+        if large or report.restarted:
+            self.anchor = self.v.clone()
         self.t = t + 1
         return report
 
@@ -144,9 +149,28 @@ class PeerStateMachine:
             return estimators.gpomdp(self.policy, batch, self.cfg.estimator)
         if self.centralized and not self.is_server:
             return self.v  # ByzPG workers idle in small-batch iterations
-        batch = self._sample(self.cfg.estimator.small_batch, t, report)
+        e = self.cfg.estimator
+        batch = self._sample(e.small_batch, t, report)
         set_flat(self.prev_policy, self.prev_theta)
-        return self.v + estimators.page_correction(self.policy, self.prev_policy, batch, self.cfg.estimator)
+        if e.restart_ess > 0 and estimators.trajectory_ess_fraction(self.policy, self.prev_policy, batch) < e.restart_ess:
+            # The weights no longer carry theta_(t-1)'s distribution: start the recursion afresh from
+            # a local large batch (no exchange, so the round schedule is unchanged).
+            report.restarted = True
+            return estimators.gpomdp(self.policy, self._sample(e.large_batch, t, report, "restart"), e)
+        correction = estimators.page_correction(self.policy, self.prev_policy, batch, e)
+        if e.correction_clip == 0 and e.drift_clip == 0:
+            return self.v + correction
+        if self.anchor is None:
+            raise RuntimeError(f"iteration {t}: the clips need v of the last large batch (missing checkpoint?)")
+        anchor_norm = float(self.anchor.norm())
+        if e.correction_clip > 0:
+            correction = estimators.cap_norm(correction, e.correction_clip * anchor_norm)
+        v = self.v + correction
+        if e.drift_clip > 0:
+            drift = v - self.anchor
+            if float(drift.norm()) > e.drift_clip * anchor_norm:  # else v as it is (no rounding)
+                v = self.anchor + estimators.cap_norm(drift, e.drift_clip * anchor_norm)
+        return v
 
     def _commit_step(self, theta_t: torch.Tensor, v: torch.Tensor) -> None:
         """Remember where this iteration sampled and its v_t, and take the Adam step along v_t."""
@@ -155,12 +179,17 @@ class PeerStateMachine:
         self._ascent_step(v)
 
     # ------------------------------------------------------------------ internals
-    def _sample(self, n: int, t: int, report: IterationReport) -> Any:
-        rng = randomness.stream(self.genesis_hash, "sample", self.peer_id, t)
+    def _sample(self, n: int, t: int, report: IterationReport, purpose: str = "sample") -> Any:
+        """n trajectories at theta_t from the peer's stream for (purpose, t); the report counts every batch."""
+        rng = randomness.stream(self.genesis_hash, purpose, self.peer_id, t)
         batch = self.sampler.sample(n, self.behaviour, rng)
-        report.trajectories = n
-        report.env_steps = batch.env_steps
-        report.mean_return = float(batch.episode_returns.mean())
+        if report.trajectories:  # a restart's batch: the mean over both
+            report.mean_return = ((report.mean_return * report.trajectories + float(batch.episode_returns.sum()))
+                                  / (report.trajectories + n))
+        else:
+            report.mean_return = float(batch.episode_returns.mean())
+        report.trajectories += n
+        report.env_steps += batch.env_steps
         return batch
 
     def _aggregate(self, own: np.ndarray, received: Received, t: int, report: IterationReport) -> torch.Tensor:
@@ -199,6 +228,7 @@ class PeerStateMachine:
             "theta": get_flat(self.policy),
             "prev_theta": self.prev_theta,
             "v": self.v,
+            "anchor": self.anchor,
             "optimizer": self.optimizer.state_dict(),
         }
 
@@ -207,4 +237,5 @@ class PeerStateMachine:
         set_flat(self.policy, state["theta"])
         self.prev_theta = state["prev_theta"]
         self.v = state["v"]
+        self.anchor = state.get("anchor")  # absent in checkpoints older than the clips
         self.optimizer.load_state_dict(state["optimizer"])

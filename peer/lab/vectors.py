@@ -821,6 +821,8 @@ def _schedule_configs() -> list[tuple[str, dict[str, Any]]]:
         ("dec-page-pg", {**base, "algorithm": "dec-page-pg", "num_peers": 4}),
         ("byzpg", {**base, "algorithm": "byzpg", "num_peers": 3, "num_byzantine": 1}),
         ("page-pg", {**base, "algorithm": "page-pg", "num_peers": 1}),
+        ("decbyzpg max_small_steps=2", {**base, "num_peers": 5, "num_byzantine": 1,
+                                        "estimator": {**base["estimator"], "switch_prob": 0.2, "max_small_steps": 2}}),
     ]
 
 

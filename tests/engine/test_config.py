@@ -51,6 +51,14 @@ def test_defaults_follow_the_environment_and_algorithm() -> None:
     ({"estimator": {"gama": 0.9}}, "gama"),
     ({"colour": "red"}, "colour"),
     ({"allow_beyond_tolerance": "yes"}, "allow_beyond_tolerance"),
+    ({"estimator": {"correction_clip": -1.0}}, "estimator.correction_clip"),
+    ({"estimator": {"correction_clip": "1"}}, "estimator.correction_clip"),
+    ({"estimator": {"drift_clip": -0.5}}, "estimator.drift_clip"),
+    ({"estimator": {"drift_clip": float("inf")}}, "estimator.drift_clip"),
+    ({"estimator": {"restart_ess": 1.5}}, "estimator.restart_ess"),
+    ({"estimator": {"restart_ess": -0.1}}, "estimator.restart_ess"),
+    ({"estimator": {"max_small_steps": -1}}, "estimator.max_small_steps"),
+    ({"estimator": {"max_small_steps": 2.5}}, "estimator.max_small_steps"),
 ])
 def test_invalid_values_name_their_field(data: dict, field: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -126,3 +134,29 @@ def test_in_process_configs_check_the_attack_before_anything_runs(data: dict, fi
     with pytest.raises(ConfigError) as err:
         resolve_config(data)
     assert field in str(err.value) and "\n" not in str(err.value)
+
+
+STABILISERS = {"correction_clip": 1.0, "drift_clip": 0.5, "restart_ess": 0.25, "max_small_steps": 3}
+
+
+def test_stabilisers_are_hashed_only_when_on() -> None:
+    """Off, a stabiliser is absent from the hashed config, so existing runs keep their genesis hash
+    (and coin, theta_0, streams); on, peers that disagree on its value get different hashes."""
+    default = build_config({})
+    assert not set(STABILISERS) & set(default.to_dict()["estimator"])
+    off = build_config({"estimator": {"correction_clip": 0.0, "drift_clip": 0, "restart_ess": 0, "max_small_steps": 0}})
+    assert off.genesis_hash() == default.genesis_hash()
+    hashes = {default.genesis_hash()}
+    for key, value in STABILISERS.items():
+        on = build_config({"estimator": {key: value}})
+        assert on.to_dict()["estimator"][key] == value
+        other = build_config({"estimator": {key: value * 2}})
+        hashes |= {on.genesis_hash(), other.genesis_hash()}
+    assert len(hashes) == 1 + 2 * len(STABILISERS)
+
+
+def test_stabilisers_survive_the_written_config() -> None:
+    """results/config.toml and run files are written from to_dict and read back with build_config."""
+    cfg = build_config({"estimator": STABILISERS})
+    assert build_config(cfg.to_dict()) == cfg
+    assert build_config(build_config({}).to_dict()) == build_config({})

@@ -131,3 +131,28 @@ def test_page_correction_is_unbiased_on_toy_mdp(importance: str, baseline: bool)
         prev, sampler.sample(4000, now.act, rng), cfg)
     assert float(((biased - exact).abs() / (stderr * np.sqrt(25 * 200 / 4000) + 1e-6)).max()) > 4.5
     sampler.close()
+
+
+def test_trajectory_ess_fraction_is_kongs_ess_over_n() -> None:
+    policy, batch = _cartpole_batch(n=5, seed=2)
+    assert estimators.trajectory_ess_fraction(policy, policy, batch) == pytest.approx(1.0)
+    other = build_policy(PolicyConfig(hidden=(8,)), Sampler("CartPole-v1", 500).observation_space,
+                         Sampler("CartPole-v1", 500).action_space, 2)
+    set_flat(other, get_flat(policy) + 0.3 * torch.randn(get_flat(policy).shape, generator=torch.Generator().manual_seed(4)))
+    log_w = estimators.log_importance_weights(policy, other, batch, CFG)[:, 0]  # whole-trajectory mode
+    w = log_w.exp()
+    expected = float(w.sum() ** 2 / (w ** 2).sum()) / batch.size
+    ess = estimators.trajectory_ess_fraction(policy, other, batch)
+    assert ess == pytest.approx(expected, rel=1e-9) and 0 < ess < 1
+    # scale-free and overflow-free: weights of e^+-800 give the same fraction as their ratios
+    big = torch.tensor([800.0, 799.0, -800.0], dtype=torch.float64)
+    wb = (big - big.max()).exp()
+    assert float(wb.sum() ** 2 / (wb ** 2).sum()) / 3 == pytest.approx((1 + np.exp(-1)) ** 2 / (1 + np.exp(-2)) / 3)
+
+
+def test_cap_norm_shortens_only_long_vectors() -> None:
+    v = torch.tensor([3.0, 4.0])
+    assert torch.equal(estimators.cap_norm(v, 10.0), v)
+    capped = estimators.cap_norm(v, 1.0)
+    assert float(capped.norm()) == pytest.approx(1.0) and torch.allclose(capped / capped.norm(), v / 5)
+    assert torch.equal(estimators.cap_norm(torch.zeros(2), 0.0), torch.zeros(2))

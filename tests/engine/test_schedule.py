@@ -94,3 +94,40 @@ def test_shape_admits_exactly_the_slots_some_iteration_has() -> None:
         RoundShape(frozenset({Phase.AGREEMENT}), 0)
     with pytest.raises(ValueError):
         RoundShape(frozenset(), 0)
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_max_small_steps_bounds_every_small_batch_run(m: int) -> None:
+    """x_t is forced to 1 after m small-batch iterations in a row; coin-1 iterations stay large."""
+    from peer.engine import randomness
+
+    bounded_cfg = cfg("decbyzpg", estimator={**SMALL["estimator"], "switch_prob": 0.1, "max_small_steps": m})
+    bounded = Schedule.of(bounded_cfg)
+    coin = [randomness.common_coin(bounded.genesis_hash, t, 0.1) for t in range(600)]
+    x = [bounded.is_large_batch(t) for t in range(600)]
+    assert all(x[t] for t in range(600) if coin[t])
+    run = longest = 0
+    for large in x:
+        run = 0 if large else run + 1
+        longest = max(longest, run)
+    assert longest == m  # with p = 0.1, a longer run of the coin occurs in 600 iterations
+    # forced iterations sit at a + k(m+1) after the last coin-1 iteration a
+    last = 0
+    for t in range(1, 600):
+        if coin[t]:
+            last = t
+        else:
+            assert x[t] == ((t - last) % (m + 1) == 0), t
+    # a pure function of (genesis hash, t): a fresh schedule asked in another order agrees
+    fresh = Schedule.of(bounded_cfg)
+    assert [fresh.is_large_batch(t) for t in reversed(range(600))][::-1] == x
+
+
+def test_max_small_steps_off_is_the_coin() -> None:
+    c = cfg("decbyzpg")
+    assert c.estimator.max_small_steps == 0
+    s = Schedule.of(c)
+    from peer.engine import randomness
+
+    assert [s.is_large_batch(t) for t in range(300)] == [
+        randomness.common_coin(s.genesis_hash, t, c.estimator.switch_prob) for t in range(300)]

@@ -73,3 +73,84 @@ def test_peer_ids_outside_the_roster_are_a_bug() -> None:
     cfg = build_config(SMALL)
     with pytest.raises(ValueError, match="outside"):
         PeerStateMachine(cfg, 5, cfg.genesis_hash())
+
+
+
+def _page(**estimator):
+    return build_config({"algorithm": "page-pg", "num_peers": 1, "num_byzantine": 0,
+                         "estimator": {**SMALL["estimator"], **estimator}})
+
+
+def test_correction_clip_bounds_each_correction_by_the_last_large_batch() -> None:
+    cfg = _page(correction_clip=0.05)
+    machine = PeerStateMachine(cfg, 0, cfg.genesis_hash())
+    clipped = small = 0
+    for _ in range(30):
+        before, anchor = machine.v, machine.anchor
+        (report,) = run_alone(machine, 1)
+        if report.large_batch:
+            assert torch.equal(machine.anchor, machine.v)
+        else:
+            small += 1
+            limit = 0.05 * float(anchor.norm())
+            step = float((machine.v - before).norm())
+            assert step <= limit * (1 + 1e-5)
+            clipped += step >= limit * (1 - 1e-5)
+            assert torch.equal(machine.anchor, anchor)
+    assert small and clipped  # the test saw small-batch steps, and the cap acted on some
+
+
+def test_drift_clip_keeps_v_in_a_ball_around_the_last_large_batch() -> None:
+    cfg = _page(drift_clip=0.1)
+    machine = PeerStateMachine(cfg, 0, cfg.genesis_hash())
+    on_boundary = small = 0
+    for _ in range(30):
+        (report,) = run_alone(machine, 1)
+        radius = 0.1 * float(machine.anchor.norm())
+        drift = float((machine.v - machine.anchor).norm())
+        assert drift <= radius * (1 + 1e-5)
+        if not report.large_batch:
+            small += 1
+            on_boundary += drift >= radius * (1 - 1e-5)
+    assert small and on_boundary
+
+
+@pytest.mark.parametrize("option", ["correction_clip", "drift_clip"])
+def test_a_clip_that_never_binds_leaves_the_recursion_alone(option: str) -> None:
+    """A huge lambda or rho: bit for bit the v and theta of the plain recursion (the genesis hash
+    differs, so both machines are given the same one)."""
+    off, on = _page(), _page(**{option: 1e9})
+    a, b = PeerStateMachine(off, 0, off.genesis_hash()), PeerStateMachine(on, 0, off.genesis_hash())
+    run_alone(a, 12)
+    run_alone(b, 12)
+    assert torch.equal(a.v, b.v) and np.array_equal(a.theta(), b.theta())
+
+
+def test_restart_replaces_the_correction_by_a_local_large_batch() -> None:
+    cfg = _page(restart_ess=1.0)  # every small batch whose weights are not all equal restarts
+    machine = PeerStateMachine(cfg, 0, cfg.genesis_hash())
+    reports = run_alone(machine, 12)
+    restarts = [r for r in reports if r.restarted]
+    assert restarts and not any(r.large_batch for r in restarts)
+    for r in restarts:
+        assert r.trajectories == cfg.estimator.small_batch + cfg.estimator.large_batch
+    assert all(r.trajectories == cfg.estimator.large_batch for r in reports if r.large_batch)
+    assert torch.equal(machine.anchor, machine.v)  # the restart's estimate is the new v_L
+    # restarting never happens with a threshold no ESS fraction is below
+    never = _page(restart_ess=1e-12)
+    assert not any(r.restarted for r in run_alone(PeerStateMachine(never, 0, never.genesis_hash()), 12))
+
+
+def test_a_restored_machine_with_stabilisers_continues_bit_identically() -> None:
+    cfg = _page(correction_clip=0.5, drift_clip=0.5, restart_ess=0.9, max_small_steps=2)
+    original = PeerStateMachine(cfg, 0, cfg.genesis_hash())
+    run_alone(original, 5)
+    buffer = io.BytesIO()
+    torch.save(original.state_dict(), buffer)
+    buffer.seek(0)
+    restored = PeerStateMachine(cfg, 0, cfg.genesis_hash())
+    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    assert torch.equal(restored.anchor, original.anchor)
+    run_alone(original, 6)
+    run_alone(restored, 6)
+    assert np.array_equal(original.theta(), restored.theta())

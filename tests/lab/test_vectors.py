@@ -361,16 +361,29 @@ def test_schedule_slots_from_the_rules_and_the_coin() -> None:
         config = json.loads(s["genesis_config_json"])
         every = config["aggregation"]["every_iteration"]
         rounds = 0 if s["algorithm"] == "byzpg" or config["agreement"]["rule"] == "none" else config["agreement"]["rounds"]
-        for it in s["iterations"]:
+        m = config["estimator"].get("max_small_steps", 0)  # absent from the hashed config while off
+
+        def large(t: int) -> bool:
+            """x_t by PROTOCOL.md section 6: the coin, or m small iterations since the last coin."""
+            coin = [u == 0 or uniform(genesis, "coin", u) < s["switch_prob"] for u in range(t + 1)]
+            if coin[t] or m == 0:
+                return coin[t]
+            last = max(u for u in range(t) if coin[u])
+            return (t - last) % (m + 1) == 0
+
+        xs = [large(it["t"]) for it in s["iterations"]]
+        if m:
+            assert any(x and not (uniform(genesis, "coin", it["t"]) < s["switch_prob"])
+                       for x, it in zip(xs, s["iterations"]) if it["t"]), "the vector should show a forced x_t"
+        for it, x in zip(s["iterations"], xs):
             t = it["t"]
-            x = t == 0 or uniform(genesis, "coin", t) < s["switch_prob"]
             assert it["x"] == x and it["batch"] == (s["large_batch"] if x else s["small_batch"])
             expected = [[1, 0]] if x or (every and s["algorithm"] != "byzpg") else []
             expected += [[3, 0]] if s["algorithm"] == "byzpg" else [[2, r] for r in range(rounds)]
             assert it["rounds"] == expected, (s["name"], t)
         used, t = 0, 0
         while True:
-            x = t == 0 or uniform(genesis, "coin", t) < s["switch_prob"]
+            x = large(t)
             batch = s["large_batch"] if x else s["small_batch"]
             if used + batch > s["trajectories_per_agent"]:
                 break
