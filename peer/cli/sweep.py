@@ -19,7 +19,7 @@ from peer.lab.configure import MAIN_JOB_ATTACK, MAIN_JOB_BYZANTINE, MAIN_JOB_PEE
 
 # peer.lab.sweep.SUITES, spelled out so that parsing arguments does not import torch
 # (tests/lab/test_sweep.py checks the two agree)
-SWEEP_SUITES = ("speedup", "attacks", "lunar", "bucketing")
+SWEEP_SUITES = ("speedup", "attacks", "lunar", "bucketing", "stability")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -30,9 +30,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.suite:
         jobs, title = sweep.suite(args.suite, args.seeds, budget, base)
         name = args.suite
+        if args.panels:
+            offered = list(dict.fromkeys(job.panel for job in jobs))
+            unknown = [p for p in args.panels if p not in offered]
+            if unknown:
+                raise ConfigError(f"suite {args.suite!r} has no panel {unknown[0]!r} (panels: {', '.join(offered)})")
+            jobs = [job for job in jobs if job.panel in args.panels]
     else:
         if not args.algorithms:
             raise ConfigError("sweep needs --suite or --algorithms (with --peers, --byzantine, --attacks)")
+        if args.panels:
+            raise ConfigError("--panels selects panels of a --suite")
         jobs = sweep.grid(args.algorithms, args.peers, args.byzantine, args.attacks or [MAIN_JOB_ATTACK],
                           args.seeds, base, budget, args.allow_beyond_tolerance)
         title, name = args.title or "Sweep", "sweep"
@@ -64,7 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Run a named suite (the paper's figures) or a grid, then plot mean +/- std "
                                     "over seeds. Finished runs are reused, so an interrupted sweep resumes.")
     add_config_flags(sw)
-    sw.add_argument("--suite", choices=SWEEP_SUITES, help="the paper's figure to reproduce")
+    sw.add_argument("--suite", choices=SWEEP_SUITES,
+                    help="the paper's figure to reproduce, or 'stability' (issue #14: 20 seeds are meant, "
+                         "3,000 trajectories by default)")
+    sw.add_argument("--panels", type=csv_list,
+                    help="with --suite: run only these panels, e.g. 'single agent,AvgZero'")
     sw.add_argument("--title", help="title of the figure and table (grids)")
     sw.add_argument("--algorithms", type=csv_list, help="grid: e.g. decbyzpg,dec-page-pg")
     sw.add_argument("--peers", type=int_list, default=[MAIN_JOB_PEERS], help="grid: K values, e.g. 5,13")

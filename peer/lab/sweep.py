@@ -143,6 +143,42 @@ def table(results: Sequence[tuple[Job, dict[str, Any]]]) -> list[dict[str, Any]]
     return rows
 
 
+def is_stable(summary: Mapping[str, Any]) -> bool:
+    """Reached 475 within STABLE_REACH_BY trajectories per agent and held STABLE_HOLD over the last 1,000."""
+    reached, tail = summary["trajectories_to_475"], summary["last_1000_honest_return"]
+    return reached is not None and reached <= STABLE_REACH_BY and tail is not None and tail >= STABLE_HOLD
+
+
+def stability_table(results: Sequence[tuple[Job, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (panel, label) with issue #14's counts; a seed that never reached 475
+    counts as never in the median (so misses can only raise it), and every missing seed is
+    named with its trajectories to 475 and its last-1,000 return."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for job, summary in results:
+        groups.setdefault((job.panel, job.label), []).append(summary)
+    rows = []
+    for (panel, label), summaries in groups.items():
+        to_475 = sorted(s["trajectories_to_475"] if s["trajectories_to_475"] is not None else float("inf")
+                        for s in summaries)
+        median = statistics.median(to_475)
+        misses = [s for s in sorted(summaries, key=lambda s: s["seed"]) if not is_stable(s)]
+        rows.append({
+            "panel": panel,
+            "configuration": label,
+            "seeds": len(summaries),
+            f"reach_475_by_{STABLE_REACH_BY}": sum(s["trajectories_to_475"] is not None
+                                                   and s["trajectories_to_475"] <= STABLE_REACH_BY for s in summaries),
+            f"hold_{STABLE_HOLD:.0f}": sum(s["last_1000_honest_return"] is not None
+                                           and s["last_1000_honest_return"] >= STABLE_HOLD for s in summaries),
+            "stable": len(summaries) - len(misses),
+            "median_trajectories_to_475": None if median == float("inf") else median,
+            "misses (seed: to 475 / last 1000)": "; ".join(
+                f"{s['seed']}: {s['trajectories_to_475'] or 'never'} / {s['last_1000_honest_return'] or 0:.0f}"
+                for s in misses) or "none",
+        })
+    return rows
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return ""
@@ -175,7 +211,7 @@ def write_outputs(results: Sequence[tuple[Job, dict[str, Any]]], out: Path, name
     for job, _ in results:
         panels.setdefault(job.panel, {}).setdefault(job.label, []).append(curves(out, job))
     plot_panels(panels, out / f"{name}.png", threshold=threshold)
-    rows = table(results)
+    rows = stability_table(results) if name == "stability" else table(results)
     atomic_write(out / "table.md", f"# {title}\n\n" + markdown_table(rows))
     atomic_write(out / "table.json", json.dumps(rows, indent=2) + "\n")
     return rows
@@ -183,18 +219,33 @@ def write_outputs(results: Sequence[tuple[Job, dict[str, Any]]], out: Path, name
 
 # ---------------------------------------------------------------- named suites
 
-SUITES = ("speedup", "attacks", "lunar", "bucketing")
+SUITES = ("speedup", "attacks", "lunar", "bucketing", "stability")
 ATTACK_LABELS = {"random_action": "RandomAction", "large_noise": "LargeNoise", "avg_zero": "AvgZero"}
+# issue #14's reliability bar: a seed is stable when it reaches 475 within STABLE_REACH_BY
+# trajectories per agent and holds at least STABLE_HOLD over its last 1,000
+STABLE_REACH_BY, STABLE_HOLD, STABILITY_BUDGET = 2500, 450.0, 3000
+STABILITY_ATTACKS = {"RandomAction": {"name": "random_action"}, "LargeNoise": {"name": "large_noise"},
+                     "AvgZero": {"name": "avg_zero"}, "ALIE z=6": {"name": "alie", "params": {"z": 6.0}},
+                     "IPM epsilon=4": {"name": "ipm", "params": {"epsilon": 4.0}}}
 
 
 def suite(name: str, seeds: Sequence[int], budget: int | None, base: Mapping[str, Any]) -> tuple[list[Job], str]:
-    """The paper's figures as job lists ('speedup', 'attacks', 'lunar'), and 'bucketing'.
+    """The paper's figures as job lists ('speedup', 'attacks', 'lunar'), 'bucketing' and 'stability'.
 
     'bucketing' compares our default aggregator, plain RFA, with the paper's prescription,
     RFA behind buckets of s = 2 (averaging s random inputs first, so f Byzantine inputs
     can taint up to f of the ceil(K/s) bucket means: 3 of 7 at K = 13), under the attacks
     that pull hardest.
+
+    'stability' is issue #14's reliability check (meant for 20 seeds, 3,000 trajectories
+    per agent unless --trajectories says otherwise): single-agent PAGE-PG, DecByzPG at
+    K = 13 without Byzantines (f = 0: the in-process engine makes every peer counted in f
+    Byzantine) and at K = 13, f = 3 under each attack of STABILITY_ATTACKS.  Its table
+    counts the seeds that reach 475 within 2,500 and hold 450 (`stability_table`).  An
+    estimator variant is the same suite with --set, e.g. estimator.drift_clip=0.5.
     """
+    if name == "stability" and budget is None:
+        budget = STABILITY_BUDGET
 
     def job(label: str, panel: str, **over: Any) -> list[Job]:
         merged = deep_merge(dict(base), over)
@@ -233,6 +284,13 @@ def suite(name: str, seeds: Sequence[int], budget: int | None, base: Mapping[str
                             num_peers=13, num_byzantine=3, attack={"name": attack},
                             aggregation={"rule": rule, "bucket_size": 2})
         return jobs, "RFA with and without bucketing (DecByzPG, K = 13, f = 3, CartPole)"
+    if name == "stability":
+        decbyzpg = dict(algorithm="decbyzpg", num_peers=13)
+        jobs = (job("PAGE-PG (K=1)", "single agent", **page)
+                + job("DecByzPG (K=13, f=0)", "no attack", **decbyzpg, num_byzantine=0))
+        for panel, attack in STABILITY_ATTACKS.items():
+            jobs += job("DecByzPG (K=13, f=3)", panel, **decbyzpg, num_byzantine=3, attack=attack)
+        return jobs, "Stability: reach 475 within 2,500 and hold 450 (CartPole)"
     raise ConfigError(f"unknown suite {name!r} (valid: {', '.join(SUITES)})")
 
 

@@ -75,3 +75,33 @@ def test_a_daemon_run_file_runs_in_process_as_the_same_run(tmp_path) -> None:
     other = init_run(tmp_path / "other", cfg, [0], "alie")  # a Byzantine id the engine cannot place
     with pytest.raises(ConfigError, match="last num_byzantine"):
         resolve_config(tomllib.loads(other.read_text()))
+
+
+def test_the_stability_suite_is_issue_14s_grid_at_3000_trajectories() -> None:
+    jobs, _ = sweep.suite("stability", range(20), None, {})
+    assert len(jobs) == 7 * 20 and {j.overrides["trajectories_per_agent"] for j in jobs} == {3000}
+    attacked = {(j.overrides["attack"]["name"], j.overrides["attack"].get("params", {}).get("z"),
+                 j.overrides["attack"].get("params", {}).get("epsilon")) for j in jobs if j.overrides["num_byzantine"]}
+    assert attacked == {("random_action", None, None), ("large_noise", None, None), ("avg_zero", None, None),
+                        ("alie", 6.0, None), ("ipm", None, 4.0)}
+    assert all(j.overrides["num_peers"] == 13 and j.overrides["num_byzantine"] == 3 for j in jobs
+               if j.overrides.get("attack"))
+    variant, _ = sweep.suite("stability", [0], 500, {"estimator": {"drift_clip": 0.5}})
+    assert all(j.overrides["estimator"]["drift_clip"] == 0.5 and j.overrides["trajectories_per_agent"] == 500
+               for j in variant)
+
+
+def _summary(seed: int, to_475: int | None, tail: float) -> dict:
+    return {"seed": seed, "trajectories_to_475": to_475, "last_1000_honest_return": tail}
+
+
+def test_stability_table_counts_reach_hold_and_names_every_miss() -> None:
+    job = sweep.Job("PAGE-PG (K=1)", "single agent", {})
+    summaries = [_summary(0, 1200, 490.0), _summary(1, 2600, 480.0), _summary(2, 900, 20.0),
+                 _summary(3, None, 9.5), _summary(4, 2500, 450.0)]
+    (row,) = sweep.stability_table([(job, s) for s in summaries])
+    assert row["seeds"] == 5 and row["reach_475_by_2500"] == 3 and row["hold_450"] == 3 and row["stable"] == 2
+    assert row["median_trajectories_to_475"] == 2500  # of 900, 1200, 2500, 2600, never
+    assert row["misses (seed: to 475 / last 1000)"] == "1: 2600 / 480; 2: 900 / 20; 3: never / 10"
+    (none_reached,) = sweep.stability_table([(job, _summary(s, None, 10.0)) for s in range(3)])
+    assert none_reached["median_trajectories_to_475"] is None and none_reached["stable"] == 0
