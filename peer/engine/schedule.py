@@ -24,6 +24,12 @@ from peer.engine import randomness
 from peer.engine.config import RunConfig
 
 SERVER_ID = 0  # ByzPG's trusted server
+# A sender proven to equivocate in iteration t_e (two validly signed, different messages for
+# one slot) is left out of aggregation and agreement from iteration t_e + EXCLUSION_LAG on.
+# The point depends only on the signed proof, so every honest peer that holds a proof of
+# t_e by then excludes from the same iteration; the lag is the time the proof has to reach
+# them (docs/PROTOCOL.md, "Equivocation").
+EXCLUSION_LAG = 2
 
 
 class Phase(enum.IntEnum):

@@ -31,7 +31,7 @@ from peer.engine.config import RunConfig
 from peer.engine.exchange import Broadcast, Received
 from peer.engine.policy import build_policy, get_flat, set_flat
 from peer.engine.sampling import ActionFn, Sampler
-from peer.engine.schedule import SERVER_ID, Phase, Schedule
+from peer.engine.schedule import EXCLUSION_LAG, SERVER_ID, Phase, Schedule
 
 
 @dataclass
@@ -48,6 +48,7 @@ class IterationReport:
     diameters: list[float] = field(default_factory=list)
     agreement_fallbacks: int = 0  # agreement rounds with fewer than q vectors: own vector kept
     restarted: bool = False  # estimator.restart_ess: this small-batch step restarted the recursion
+    excluded: int = 0  # proven equivocators left out of this iteration
     compute_seconds: float = 0.0
 
 
@@ -71,14 +72,45 @@ class PeerStateMachine:
                                         self.sampler.action_space, init_seed)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.optimizer.step_size)
         self.behaviour: ActionFn = behaviour or self.policy.act
-        bucketing = {"bucket_size": cfg.aggregation.bucket_size} if uses_bucketing(cfg.aggregation.rule) else {}
-        self.aggregator = make_aggregator(cfg.aggregation.rule, cfg.num_byzantine, **bucketing)
+        self._aggregators: dict[int, Any] = {}  # by the Byzantine bound in force (f less the excluded)
+        self.aggregator = self._aggregator_for(cfg.num_byzantine)
         self.agreement = make_agreement(cfg.agreement.rule)
         self.t = 0
         self.prev_theta: torch.Tensor | None = None  # parameters the last batch was sampled at
         self.v: torch.Tensor | None = None  # v_{t-1}
         # v_L, v after the last large-batch iteration (or restart): the correction and drift clips' reference
         self.anchor: torch.Tensor | None = None
+        # sender -> first iteration it is left out of (proven equivocators; see exclude())
+        self.excluded: dict[int, int] = {}
+        self._left_out: frozenset[int] = frozenset()  # excluded_at(t) of the iteration running
+
+    # ------------------------------------------------------------------ exclusion of proven equivocators
+    def exclude(self, sender: int, proven_at: int) -> int:
+        """Leave `sender` out from iteration proven_at + EXCLUSION_LAG on; returns that iteration.
+
+        `proven_at` is the iteration of a verified equivocation proof (the caller checks the
+        proof: the engine does no cryptography).  The earliest proof wins, so peers that
+        learn of several proofs in any order agree.  Excluding e senders lowers K and f
+        together: aggregation runs with the bound f - e over the K - e others, and the
+        agreement quorum K - f is unchanged, so a configuration within the tolerance stays
+        within it.  Iterations already run are not revisited.
+        """
+        if sender == self.peer_id or not 0 <= sender < self.cfg.num_peers:
+            raise ValueError(f"peer {self.peer_id} cannot exclude {sender}")
+        start = proven_at + EXCLUSION_LAG
+        self.excluded[sender] = min(start, self.excluded.get(sender, start))
+        return self.excluded[sender]
+
+    def excluded_at(self, t: int) -> frozenset[int]:
+        """The senders left out of iteration t."""
+        return frozenset(s for s, start in self.excluded.items() if start <= t)
+
+    def _aggregator_for(self, bound: int) -> Any:
+        if bound not in self._aggregators:
+            rule = self.cfg.aggregation.rule
+            bucketing = {"bucket_size": self.cfg.aggregation.bucket_size} if uses_bucketing(rule) else {}
+            self._aggregators[bound] = make_aggregator(rule, bound, **bucketing)
+        return self._aggregators[bound]
 
     # ------------------------------------------------------------------ role helpers
     @property
@@ -101,6 +133,8 @@ class PeerStateMachine:
         if not large and self.v is None:
             raise RuntimeError(f"iteration {t} is a small-batch step but no v_(t-1) exists (missing checkpoint?)")
         report = IterationReport(self.peer_id, t, large)
+        self._left_out = self.excluded_at(t)  # fixed for the whole iteration
+        report.excluded = len(self._left_out)
         started = time.perf_counter()
         theta_t = get_flat(self.policy)
         v = self._local_estimate(t, large, report)
@@ -196,11 +230,15 @@ class PeerStateMachine:
         vectors = self._with_own(own, received)
         report.gradient_received = len(vectors)
         rng = randomness.stream(self.genesis_hash, "aggregate", self.peer_id, t)
-        return torch.from_numpy(self.aggregator(vectors, rng).astype(np.float32))
+        aggregator = (self._aggregator_for(max(0, self.cfg.num_byzantine - len(self._left_out)))
+                      if self._left_out else self.aggregator)
+        return torch.from_numpy(aggregator(vectors, rng).astype(np.float32))
 
     def _with_own(self, own: np.ndarray, received: Received) -> np.ndarray:
-        """Own vector plus the others', ordered by sender id (the aggregators' contract)."""
-        rows = {sender: vec for sender, vec in received.items() if sender != self.peer_id}
+        """Own vector plus the others', ordered by sender id (the aggregators' contract);
+        excluded senders' vectors are dropped."""
+        rows = {sender: vec for sender, vec in received.items()
+                if sender != self.peer_id and sender not in self._left_out}
         rows[self.peer_id] = own
         return np.stack([np.asarray(rows[s], dtype=np.float32) for s in sorted(rows)])
 
@@ -229,6 +267,7 @@ class PeerStateMachine:
             "prev_theta": self.prev_theta,
             "v": self.v,
             "anchor": self.anchor,
+            "excluded": dict(self.excluded),
             "optimizer": self.optimizer.state_dict(),
         }
 
@@ -238,4 +277,5 @@ class PeerStateMachine:
         self.prev_theta = state["prev_theta"]
         self.v = state["v"]
         self.anchor = state.get("anchor")  # absent in checkpoints older than the clips
+        self.excluded = {int(s): int(start) for s, start in state.get("excluded", {}).items()}
         self.optimizer.load_state_dict(state["optimizer"])

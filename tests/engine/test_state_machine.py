@@ -154,3 +154,77 @@ def test_a_restored_machine_with_stabilisers_continues_bit_identically() -> None
     run_alone(original, 6)
     run_alone(restored, 6)
     assert np.array_equal(original.theta(), restored.theta())
+
+
+def _drive(machine: PeerStateMachine, others: dict[int, np.ndarray], iterations: int) -> list:
+    """Run `machine` for some iterations, every other peer sending the same fixed vector each round."""
+    reports, seen = [], []
+    for _ in range(iterations):
+        program = machine.iteration()
+        try:
+            out = next(program)
+            while True:
+                seen.append((machine.t, out.round_key, sorted(others)))
+                out = program.send({s: v.astype(np.float32) for s, v in others.items()})
+        except StopIteration as done:
+            reports.append(done.value)
+    return reports
+
+
+def test_an_excluded_sender_is_left_out_from_proof_plus_lag_on() -> None:
+    """From t_e + EXCLUSION_LAG the excluded sender's vectors change nothing, whatever they are;
+    before, they count.  A plain mean every iteration, so any vector that counts shows."""
+    from peer.engine.schedule import EXCLUSION_LAG
+
+    cfg = build_config({**SMALL, "num_peers": 5, "num_byzantine": 1, "aggregation": {"rule": "mean",
+                        "every_iteration": True}, "agreement": {"rule": "none", "rounds": 0}}, in_process=False)
+    dim = PeerStateMachine(cfg, 0, cfg.genesis_hash()).theta().size
+    honest = {s: np.full(dim, 0.01 * s) for s in (1, 2, 3)}
+
+    def run(liar_value: float, proven_at: int | None, iterations: int = 6) -> tuple[np.ndarray, list]:
+        machine = PeerStateMachine(cfg, 0, cfg.genesis_hash())
+        if proven_at is not None:
+            assert machine.exclude(4, proven_at=proven_at) == proven_at + EXCLUSION_LAG
+        reports = _drive(machine, {**honest, 4: np.full(dim, liar_value)}, iterations)
+        return machine.theta(), reports
+
+    a, reports = run(5.0, proven_at=1)
+    b, _ = run(-5.0, proven_at=1)
+    c, _ = run(5.0, proven_at=None)
+    assert [r.excluded for r in reports] == [0, 0, 0, 1, 1, 1]
+    assert [r.gradient_received for r in reports] == [5, 5, 5, 4, 4, 4]
+    assert not np.array_equal(a, b) and not np.array_equal(a, c)  # iterations 0-2 counted the liar
+    never_a, _ = run(5.0, proven_at=-EXCLUSION_LAG)  # excluded from iteration 0
+    never_b, _ = run(-5.0, proven_at=-EXCLUSION_LAG)
+    assert np.array_equal(never_a, never_b)
+
+
+def test_exclusion_lowers_the_aggregators_bound_with_k() -> None:
+    """K - e peers with bound f - e: a trimmed mean over 4 vectors trims nothing once the one
+    Byzantine of K = 5, f = 1 is excluded (and 1 at each end before)."""
+    cfg = build_config({**SMALL, "num_peers": 5, "num_byzantine": 1, "aggregation": {"rule": "trimmed_mean"}},
+                       in_process=False)
+    machine = PeerStateMachine(cfg, 0, cfg.genesis_hash())
+    machine.exclude(4, proven_at=-2)
+    dim = machine.theta().size
+    _drive(machine, {s: np.full(dim, 0.01 * s) for s in (1, 2, 3, 4)}, 1)
+    assert {k: a.f for k, a in machine._aggregators.items()} == {1: 1, 0: 0}
+
+
+def test_the_earliest_proof_wins_and_survives_a_checkpoint() -> None:
+    cfg = build_config({**SMALL, "num_peers": 5, "num_byzantine": 1}, in_process=False)
+    machine = PeerStateMachine(cfg, 0, cfg.genesis_hash())
+    assert machine.exclude(3, proven_at=9) == 11
+    assert machine.exclude(3, proven_at=4) == 6  # an earlier proof arrives later
+    assert machine.exclude(3, proven_at=7) == 6
+    assert machine.excluded_at(5) == frozenset() and machine.excluded_at(6) == {3}
+    with pytest.raises(ValueError):
+        machine.exclude(0, proven_at=1)  # itself
+    with pytest.raises(ValueError):
+        machine.exclude(5, proven_at=1)  # outside the roster
+    buffer = io.BytesIO()
+    torch.save(machine.state_dict(), buffer)
+    buffer.seek(0)
+    restored = PeerStateMachine(cfg, 0, cfg.genesis_hash())
+    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    assert restored.excluded == {3: 6}
