@@ -26,7 +26,8 @@ def cmd_network_bench(args: argparse.Namespace) -> int:
                           f"(got {args.peers}, {args.byzantine})")
     trajectories = 1500 if args.trajectories is None else args.trajectories
     report = network_benchmark(args.peers, args.byzantine, trajectories, args.seed, Path(args.out),
-                               base_port=args.base_port, skip_in_process=args.no_in_process, tls=args.tls)
+                               base_port=args.base_port, skip_in_process=args.no_in_process, tls=args.tls,
+                               cross_check=not args.no_cross_check)
     print(render(report))
     print(f"saved {Path(args.out) / 'network-bench.json'}")
     return ExitCode.SUCCESS
@@ -56,6 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--base-port", type=int, default=51300, help="--network: first loopback port")
     bench.add_argument("--no-in-process", action="store_true", help="--network: skip the in-process reference run")
     bench.add_argument("--tls", action="store_true", help="--network: the peers talk mutual TLS ([tls], a run CA)")
+    bench.add_argument("--no-cross-check", action="store_true",
+                       help="--network: network.cross_check = false (to measure what the cross-checks cost)")
     bench.add_argument("--out", default="results/network-bench", help="--network: results directory")
     bench.set_defaults(func=cmd_bench)
 

@@ -74,7 +74,7 @@ from peer.engine.exchange import Broadcast, PeerProgram, Received
 from peer.engine.schedule import Phase, RoundKey, Schedule
 from peer.engine.state_machine import IterationReport, PeerStateMachine
 from peer.lab.inprocess import InProcessRun
-from peer.net import reads, wire
+from peer.net import crypto, reads, wire
 from peer.net.crypto import load_private_key, public_key_to_text
 from peer.net.daemon import PeerDaemon
 from peer.net.rejections import RejectionLog
@@ -125,9 +125,12 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("messages-valid", MUST, "every message the target sent the tester peers was accepted, and each "
                 "got the same signed bytes per round"),
     Requirement("outputs-match", MUST, "every vector the target signed equals, bit for bit, its own in the "
-                "in-process reference run (estimator, aggregation and agreement together)"),
+                "in-process reference run (estimator, aggregation and agreement together, and the equivocating "
+                "tester peer of the evidence probe left out from iteration 2 on)"),
     Requirement("evidence", MUST, "after two different validly signed messages for one slot, a signed Evidence "
                 "read returns that pair"),
+    Requirement("report", MUST, "Report accepts the evidence probe's pair as a proof, refuses forged ones (a bad "
+                "signature, two rounds, the same body twice) with a reason, and the target keeps serving"),
     Requirement("pull", MUST, "a signed Pull for a round the others finished returns what the target holds, at most one "
                 "envelope per sender, each valid and unchanged; the senders filter works"),
     Requirement("deadline", MUST, "in a round no other peer sends in, the target waits for round_timeout "
@@ -201,6 +204,7 @@ _REPLIES: dict[str, tuple[str, Any]] = {
     "Push": (f"/{SERVICE}/Push", peer_pb2.PushReply),
     "Pull": (f"/{SERVICE}/Pull", peer_pb2.PullReply),
     "Evidence": (f"/{SERVICE}/Evidence", peer_pb2.EvidenceReply),
+    "Report": (f"/{SERVICE}/Report", peer_pb2.ReportReply),
     "Status": (f"/{SERVICE}/Status", peer_pb2.StatusReply),
     "Health": ("/grpc.health.v1.Health/Check", health_pb2.HealthCheckResponse),
 }
@@ -673,11 +677,17 @@ class ReferenceRun(InProcessRun):
     gets nothing in `silent_round`, as over the wire.
     """
 
-    def __init__(self, cfg: RunConfig, target: int, silent_round: RoundKey | None) -> None:
+    def __init__(self, cfg: RunConfig, target: int, silent_round: RoundKey | None,
+                 equivocation: tuple[int, int] | None = None) -> None:
         super().__init__(dataclasses.replace(cfg, attack=AttackConfig(name="silence")))  # the attack is not hashed
         machines = dict(self.peers)
         for k in self.cfg.byzantine_ids:
             machines[k] = PeerStateMachine(self.cfg, k, self.genesis_hash)
+        if equivocation is not None:  # (tester peer, iteration) of the evidence probe's proof
+            liar, proven_at = equivocation
+            for k, machine in machines.items():
+                if k != liar:
+                    machine.exclude(liar, proven_at)
         self.honest_ids = tuple(sorted(machines))
         self.broadcasts: dict[tuple[int, RoundKey], bytes | None] = {}
         self.peers = {k: _ObservedMachine(m, self.broadcasts, silent_round if k == target else None)  # type: ignore[misc]
@@ -947,6 +957,7 @@ class ConformanceSession:
         self.target = options.target_id
         self.keys = dict(keys)
         self.reader = min(self.keys)  # the tester peer that signs the suite's reads and probes
+        self.equivocator: int | None = None  # the reader, once the evidence probe has proved it one
         self.schedule = Schedule.of(run.config)
         self.workdir = workdir
         self.address = options.target or run.peer(self.target).address
@@ -1107,7 +1118,7 @@ class ConformanceSession:
         """Every probe that names a round, at GATE_SLOT, while the target waits in it."""
         genuine = self._await_gate_messages()
         if genuine is None:
-            for row in ("reject-duplicate", "reject-equivocation", "evidence", "pull", "flood",
+            for row in ("reject-duplicate", "reject-equivocation", "evidence", "report", "pull", "flood",
                         *(reject_row(reason) for reason in REJECT_PROBES)):
                 self.outcomes[row] = Outcome(FAIL, "the tester peers never sent their first round; nothing was probed")
             return
@@ -1121,13 +1132,23 @@ class ConformanceSession:
             [(f"peer {self.reader}'s genuine {fmt(GATE_SLOT)} message again", mine.SerializeToString())], "DUPLICATE",
             prefix=f"pushed once -> {first[self.reader]}; ")
         if self.reader in refused:  # the target does not hold it: a conflicting one would be first, not second
-            self.outcomes["reject-equivocation"] = self.outcomes["evidence"] = Outcome(FAIL, refusal)
+            self.outcomes["reject-equivocation"] = self.outcomes["evidence"] = self.outcomes["report"] = Outcome(
+                FAIL, refusal)
         else:
             conflicting = self._conflicting(mine)
             self.outcomes["reject-equivocation"] = self._probe(
                 [(f"a second, different message of peer {self.reader} for {fmt(GATE_SLOT)}",
                   conflicting.SerializeToString())], "EQUIVOCATION")
             self.outcomes["evidence"] = self._check_evidence(mine, conflicting)
+            self.outcomes["report"] = self._check_report(mine, conflicting)
+            # The probe proved this tester peer an equivocator: the target must leave it out from
+            # GATE_SLOT.iteration + EXCLUSION_LAG on, and so do the other tester peers (told here,
+            # not by the target, so that the reference does not depend on what the target forwards).
+            self.equivocator = self.reader
+            proof = peer_pb2.Equivocation(first=mine, second=conflicting)
+            for k, daemon in self.testers.items():
+                if k != self.reader and daemon.transport.report(proof) is not None:
+                    raise AssertionError("the suite's own equivocation proof does not check out")
         signers = {k: self.keys[k] for k in delivered if k not in refused}
         kit = ProbeKit(self.run, self.schedule, self.dim, self.target, signers, GATE_SLOT)
         for reason, build in REJECT_PROBES.items():
@@ -1178,6 +1199,30 @@ class ConformanceSession:
         order = "the genuine one first" if found[0].first.body == genuine.body else "the conflicting one first"
         return Outcome(PASS, f"signed Evidence returned peer {self.reader}'s two messages for {fmt(GATE_SLOT)}, "
                              f"{order} (proofs held: {len(reply.equivocations)})")
+
+    def _check_report(self, genuine: peer_pb2.SignedMessage, conflicting: peer_pb2.SignedMessage) -> Outcome:
+        """Report: the probe's own pair is a proof; three forgeries of it are not."""
+        other = self.keys[next((k for k in sorted(self.keys) if k != self.reader), self.reader)]
+        forged_signature = peer_pb2.SignedMessage(sender=self.reader, body=conflicting.body,
+                                                  signature=crypto.sign(other, wire.DOMAIN, conflicting.body))
+        next_round = RoundKey(GATE_SLOT.iteration + 1, GATE_SLOT.phase, GATE_SLOT.round)
+        vector = wire.decode_vector(peer_pb2.RoundMessage.FromString(conflicting.body).vector, self.dim)
+        elsewhere = wire.sign_message(self.keys[self.reader], self.run.run_id, next_round, self.reader, vector)
+        cases = [("the probe's pair", genuine, conflicting, True),
+                 ("a signature by another key", genuine, forged_signature, False),
+                 (f"the second message for {fmt(next_round)}", genuine, elsewhere, False),
+                 ("the same message twice", genuine, genuine, False)]
+        verdicts, ok = [], True
+        for label, first, second, valid in cases:
+            reply = self._client.call("Report", peer_pb2.Equivocation(first=first, second=second))
+            if isinstance(reply, RpcFailure):
+                verdicts.append(f"{label} -> {reply}")
+                ok = False
+                continue
+            ok &= reply.accepted == valid and (valid or bool(reply.reason))
+            verdicts.append(f"{label} -> {'accepted' if reply.accepted else 'refused: ' + reply.reason}")
+        health = self._client.health()
+        return judged(ok and health == "SERVING", "; ".join(verdicts) + f"; {health} after")
 
     def _check_pull(self, genuine: Mapping[int, peer_pb2.SignedMessage], refused: Mapping[int, str],
                     refusal: str) -> Outcome:
@@ -1330,7 +1375,8 @@ class ConformanceSession:
         self.outcomes["progress"] = check_progress(self.samples, expected, from_target,
                                                    self.schedule.iteration_count, note)
         self.outcomes["messages-valid"] = check_messages_valid(self.testers, from_target, self.target)
-        reference = ReferenceRun(self.run.config, self.target, self.silent_round).play()
+        reference = ReferenceRun(self.run.config, self.target, self.silent_round,
+                                 None if self.equivocator is None else (self.equivocator, GATE_SLOT.iteration)).play()
         self.outcomes["outputs-match"] = check_outputs(self.target, expected, from_target, reference,
                                                        self.plan.sent_vectors(), self._mismatch_hint())
         self.outcomes["deadline"] = check_deadline(self.silent_round, self.why_no_deadline, self.plan.first_arrival(),

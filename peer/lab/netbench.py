@@ -48,11 +48,12 @@ def in_process(cfg: RunConfig, out: Path) -> dict[str, Any]:
 
 
 def networked(cfg: RunConfig, byzantine: int, attack: str, out: Path, base_port: int,
-              timeout: float, tls: bool = False) -> dict[str, Any]:
+              timeout: float, tls: bool = False, cross_check: bool = True) -> dict[str, Any]:
     """The same run as K peer processes on loopback (mutual TLS with `tls`); waits for every one to exit."""
     byzantine_ids = list(range(cfg.num_peers - byzantine, cfg.num_peers))
     shutil.rmtree(out, ignore_errors=True)  # a previous benchmark's peers would resume from their checkpoints
-    init_run(out / "run", cfg, byzantine_ids, attack, base_port=base_port, overwrite=True, tls=tls)
+    init_run(out / "run", cfg, byzantine_ids, attack, base_port=base_port, overwrite=True, tls=tls,
+             network={} if cross_check else {"cross_check": False})
     cluster = Cluster(out / "run", out)
     cpu_before, started, launched = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter(), time.time()
     cluster.start_all()
@@ -140,17 +141,18 @@ def peer_figures(usage: list[dict[str, Any]]) -> dict[str, Any]:
 
 def network_benchmark(peers: int, byzantine: int, trajectories: int, seed: int, out: Path,
                       attack: str = MAIN_JOB_ATTACK, base_port: int = 51300, skip_in_process: bool = False,
-                      timeout: float = 3600.0, tls: bool = False) -> dict[str, Any]:
+                      timeout: float = 3600.0, tls: bool = False, cross_check: bool = True) -> dict[str, Any]:
     """Both runs of one configuration, one after the other; saved to out/network-bench.json."""
     cfg = cluster_config(peers, byzantine, {"trajectories_per_agent": trajectories, "seed": seed})
     report: dict[str, Any] = {"peers": peers, "byzantine": byzantine, "attack": attack if byzantine else "none",
-                              "trajectories_per_agent": trajectories, "seed": seed, "tls": tls}
+                              "trajectories_per_agent": trajectories, "seed": seed, "tls": tls,
+                              "cross_check": cross_check}
     if not skip_in_process:
         inproc_cfg = resolve_config({"num_peers": peers, "num_byzantine": byzantine, "seed": seed,
                                      "trajectories_per_agent": trajectories,
                                      "attack": {"name": attack if byzantine else "none"}})
         report["in_process"] = in_process(inproc_cfg, out / "in-process")
-    report["network"] = networked(cfg, byzantine, attack, out / "network", base_port, timeout, tls)
+    report["network"] = networked(cfg, byzantine, attack, out / "network", base_port, timeout, tls, cross_check)
     if "in_process" in report:
         report["wall_ratio"] = report["network"]["wall_seconds"] / report["in_process"]["wall_seconds"]
         report["cpu_ratio"] = report["network"]["cpu_seconds"] / report["in_process"]["cpu_seconds"]
@@ -172,7 +174,8 @@ def render(report: dict[str, Any]) -> str:
 
     lines = [f"K={report['peers']} f={report['byzantine']} ({report['attack']}), "
              f"{report['trajectories_per_agent']} trajectories per agent, seed {report['seed']}"
-             + (", mutual TLS" if report.get("tls") else "")]
+             + (", mutual TLS" if report.get("tls") else "")
+             + ("" if report.get("cross_check", True) else ", no cross-checks")]
     net = report["network"]
     inproc = report.get("in_process", {})
     lines.append(f"{'':28}{'in-process':>14}{'network':>14}{'ratio':>8}")

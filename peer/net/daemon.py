@@ -109,9 +109,19 @@ class PeerDaemon:
         finally:
             self._exchange_cpu += time.thread_time() - cpu_before
 
+    def _apply_proofs(self, t: int) -> None:
+        """Hand the state machine every proven equivocator, and tell the transport whom iteration t leaves out."""
+        for sender, proven_at in self.transport.proofs.proven_at().items():
+            if sender == self.peer_id:  # our own key signed two bodies: it leaked, or this is a bug
+                raise RunStateError(f"a valid proof shows peer {sender} (this peer) equivocating in iteration "
+                                    f"{proven_at}; its signing key may be compromised")
+            self.machine.exclude(sender, proven_at)
+        self.transport.excluded = self.machine.excluded_at(t)
+
     def run_iteration(self) -> None:
         t = self.machine.t
         self.transport.set_iteration(t)
+        self._apply_proofs(t)
         started = time.perf_counter()
         cpu_before, self._exchange_cpu = time.thread_time(), 0.0
         crypto_before = self.transport.crypto_seconds
@@ -182,6 +192,10 @@ class PeerDaemon:
             "peer_id": self.peer_id, "iteration": self.machine.t, "accepted": transport.accepted,
             "rejected": transport.rejections.counts(), "equivocators": sorted(transport.store.equivocators()),
             "evidence": len(transport.store.evidence()),
+            # proven equivocators -> the first iteration they are left out of (the same at every honest peer
+            # that held the earliest proof in time)
+            "excluded": {str(k): v for k, v in sorted(self.machine.excluded.items())},
+            "cross_checks": transport.cross_checks, "cross_check_catches": transport.cross_check_catches,
             "junk_relayed_by": {str(k): v for k, v in sorted(transport.junk_by_source.items())},
             "usage": self.usage.snapshot(transport),
         }, indent=2) + "\n", durable=False)

@@ -40,6 +40,9 @@ class NetworkConfig:
     linger: float = 60.0  # after the last iteration, serve late peers until all are done, at most this long
     read_max_skew: float = 300.0  # a signed read request (Pull, Evidence, Status) is fresh this long either way
     open_status: bool = False  # answer Status to anyone (monitoring); Pull and Evidence stay roster-only
+    # after each round, pull the whole round from one other peer (in turn) and compare: a sender
+    # that signed different vectors for different peers is then caught (docs/PROTOCOL.md 12a)
+    cross_check: bool = True
     # Test only: hold every outgoing Push and Pull this long (plus up to `inject_jitter`, uniform)
     # before sending, to emulate one-way link delay where the kernel has no netem.
     inject_delay: float = 0.0

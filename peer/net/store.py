@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from decbyzpg.v1 import peer_pb2
@@ -74,6 +75,8 @@ class RoundStore:
         self._evidence_per_sender: dict[int, int] = {}
         self._evidence_bytes = 0
         self._equivocators: set[int] = set()
+        # called with each new proof (the transport shares it and excludes the sender)
+        self.on_equivocation: Callable[[int, RoundKey, peer_pb2.Equivocation], None] | None = None
         self._by_signature: dict[bytes, tuple[RoundKey, int]] = {}  # held envelopes, for `holds`
         self._wanted: dict[RoundKey, list[int]] = {}  # counts `wait_for` callers wait for, per round
         self._floor = -1  # iterations below this have been pruned
@@ -110,7 +113,10 @@ class RoundStore:
                 return peer_pb2.REJECT_REASON_DUPLICATE
             self._equivocators.add(sender)
             self._keep_evidence(sender, round_key, held.envelope, env)
-            return peer_pb2.REJECT_REASON_EQUIVOCATION
+            proof = Equivocation(held.envelope, env)
+        if self.on_equivocation is not None:  # outside the lock: it may verify and send
+            self.on_equivocation(sender, round_key, proof.to_proto())
+        return peer_pb2.REJECT_REASON_EQUIVOCATION
 
     def _keep_evidence(
         self, sender: int, round_key: RoundKey, first: peer_pb2.SignedMessage, second: peer_pb2.SignedMessage

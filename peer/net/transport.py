@@ -40,8 +40,9 @@ from decbyzpg.v1 import peer_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from peer.engine.errors import ConfigError
-from peer.engine.schedule import Phase, RoundKey, Schedule
+from peer.engine.schedule import EXCLUSION_LAG, Phase, RoundKey, Schedule
 from peer.net import reads, wire
+from peer.net.evidence import InvalidProof, Proof, ProofBook, check_proof
 from peer.net.rejections import RejectionLog
 from peer.net.runfile import RunFile
 from peer.net.store import RoundStore
@@ -292,6 +293,10 @@ class _Servicer:
         await self._refuse("Evidence", request, context)
         return peer_pb2.EvidenceReply(equivocations=self.t.store.evidence())
 
+    async def Report(self, request: peer_pb2.Equivocation, context: grpc.aio.ServicerContext) -> peer_pb2.ReportReply:
+        reason = self.t.report(request)
+        return peer_pb2.ReportReply(accepted=reason is None, reason=reason or "")
+
     async def Status(self, request: peer_pb2.StatusRequest, context: grpc.aio.ServicerContext) -> peer_pb2.StatusReply:
         await self._refuse("Status", request, context)
         return peer_pb2.StatusReply(run_id=self.t.run_id, peer_id=self.t.peer_id, iteration=self.t.iteration,
@@ -314,6 +319,7 @@ class _Servicer:
                                                             response_serializer=serialize),
             "Pull": unary(self.Pull, peer_pb2.PullRequest),
             "Evidence": unary(self.Evidence, peer_pb2.EvidenceRequest),
+            "Report": unary(self.Report, peer_pb2.Equivocation),
             "Status": unary(self.Status, peer_pb2.StatusRequest),
         })
 
@@ -326,6 +332,9 @@ class _Client:
                                         response_deserializer=peer_pb2.PushReply.FromString)
         self.pull = channel.unary_unary(f"/{SERVICE}/Pull", request_serializer=peer_pb2.PullRequest.SerializeToString,
                                         response_deserializer=peer_pb2.PullReply.FromString)
+        self.report = channel.unary_unary(f"/{SERVICE}/Report",
+                                          request_serializer=peer_pb2.Equivocation.SerializeToString,
+                                          response_deserializer=peer_pb2.ReportReply.FromString)
         self.status = channel.unary_unary(f"/{SERVICE}/Status",
                                           request_serializer=peer_pb2.StatusRequest.SerializeToString,
                                           response_deserializer=peer_pb2.StatusReply.FromString)
@@ -352,6 +361,15 @@ class PeerTransport:
                                         window_ahead=net.window_ahead, keep_behind=net.retain_iterations,
                                         already_held=self.store.holds)
         self.rejections = RejectionLog()
+        # equivocation proofs (peer.net.evidence): the earliest per sender, and to whom each
+        # still has to be reported (retried at every iteration until it got through)
+        self.proofs = ProofBook()
+        self.store.on_equivocation = self._detected
+        self._unreported: dict[int, set[int]] = {}  # destination -> accused senders
+        self._unreported_lock = threading.Lock()
+        self.excluded: frozenset[int] = frozenset()  # left out of the current iteration (set by the daemon)
+        self.cross_checks = 0  # rounds compared with another peer (network.cross_check)
+        self.cross_check_catches = 0  # equivocations found that way
         self.tls = run.tls.load(peer_id) if run.tls is not None else None  # mutual TLS (peer.net.tls)
         self.read_gate = reads.ReadGate(run.run_id, run.public_keys(), net.read_max_skew, net.open_status)
         self.refused_reads = 0  # Pull, Evidence and Status calls refused for want of a roster signature
@@ -510,6 +528,7 @@ class PeerTransport:
     def set_iteration(self, t: int) -> None:
         """Advance the receive window and forget what no peer can still need."""
         self.iteration = t
+        self._report_pending()
         horizon = t - self.run.network.retain_iterations
         if horizon > 0:
             self.store.prune(horizon)
@@ -533,10 +552,67 @@ class PeerTransport:
             self.accepted += 1
         elif reason != peer_pb2.REJECT_REASON_DUPLICATE:
             self.rejections.record(reason, sender=verdict.sender, origin=None if via is None else f"pull from peer {via}")
-            if via is not None:
+            # relaying a validly signed second version is what an honest peer does (it is how
+            # equivocation gets caught): only invalid envelopes count against the relay
+            if via is not None and reason != peer_pb2.REJECT_REASON_EQUIVOCATION:
                 with self._crypto_lock:
                     self.junk_by_source[via] += 1
         return reason
+
+    # ------------------------------------------------------------------ equivocation proofs
+    def report(self, message: peer_pb2.Equivocation, how: str = "reported to this peer") -> str | None:
+        """Check a proof someone handed us; adopt it if it is new. Returns why it was refused, or None."""
+        started = time.thread_time()
+        try:
+            proof = check_proof(message, self.run_id, self.validator.roster, self.run.network.max_message_bytes)
+        except InvalidProof as err:
+            return str(err)
+        finally:
+            with self._crypto_lock:
+                self.crypto_seconds += time.thread_time() - started
+        self._adopt(proof, how)
+        return None
+
+    def _detected(self, sender: int, round_key: RoundKey, message: peer_pb2.Equivocation) -> None:
+        """The store saw a second body for a slot: a proof of our own making."""
+        if self.proofs.known_at_or_before(sender, round_key.iteration):
+            return  # an earlier (or as early) proof is held: nothing changes, nothing to verify
+        reason = self.report(message, "detected here")
+        if reason is not None:  # both envelopes passed the validator: this is a bug
+            raise AssertionError(f"a detected equivocation failed its own check: {reason}")
+
+    def _adopt(self, proof: Proof, how: str) -> None:
+        if not self.proofs.offer(proof):
+            return
+        key = proof.round_key
+        log.warning("peer %d equivocated in round (%d, %s, %d) (proof %s); it is left out from iteration %d on",
+                    proof.sender, key.iteration, key.phase.name.lower(), key.round, how,
+                    key.iteration + EXCLUSION_LAG)
+        with self._unreported_lock:
+            for destination in self.others:
+                if destination != proof.sender:
+                    self._unreported.setdefault(destination, set()).add(proof.sender)
+        if self._loop is not None:
+            self._report_pending()
+
+    def _report_pending(self) -> None:
+        """Send every proof a peer has not acknowledged yet (fire and forget; retried next iteration)."""
+        if self._loop is None or self.stopping.is_set():
+            return
+        earliest = {p.sender: p for p in self.proofs.proofs()}
+        with self._unreported_lock:
+            pending = {d: set(accused) for d, accused in self._unreported.items() if accused}
+        for destination, accused in pending.items():
+            for sender in accused:
+                self._spawn(self._send_report(destination, sender, earliest[sender]))
+
+    async def _send_report(self, destination: int, sender: int, proof: Proof) -> None:
+        try:
+            await self._clients[destination].report(proof.message, timeout=self.run.network.push_timeout)
+        except grpc.RpcError:
+            return  # down or slow: stays pending, sent again at the next iteration
+        with self._unreported_lock:
+            self._unreported.get(destination, set()).discard(sender)
 
     def held(self, round_key: RoundKey, senders: set[int] | None = None) -> list[peer_pb2.SignedMessage]:
         """What this peer holds for a round, its own message included (for Pull): every
@@ -603,7 +679,8 @@ class PeerTransport:
         net = self.run.network
         return net.inject_delay + (self._delay_rng.uniform(0.0, net.inject_jitter) if net.inject_jitter else 0.0)
 
-    async def _pull(self, source: int, round_key: RoundKey, missing: Sequence[int] = ()) -> None:
+    async def _pull(self, source: int, round_key: RoundKey, missing: Sequence[int] = (),
+                    cross_check: bool = False) -> None:
         delay = self._link_delay()
         if delay:
             await asyncio.sleep(delay)
@@ -622,22 +699,25 @@ class PeerTransport:
             return
         self._pull_failures[source] = 0
         self._unreachable_until.pop(source, None)
-        self.accept_pulled(source, round_key, reply.messages)
+        self.accept_pulled(source, round_key, reply.messages, cross_check)
 
     def pull_paused(self, source: int, now: float | None = None) -> bool:
         """Whether `source` is skipped for pulls because it recently relayed junk."""
         return self._pull_backoff_until.get(source, 0.0) > (self.clock() if now is None else now)
 
-    def accept_pulled(self, source: int, round_key: RoundKey, envelopes: Sequence[peer_pb2.SignedMessage]) -> int:
+    def accept_pulled(self, source: int, round_key: RoundKey, envelopes: Sequence[peer_pb2.SignedMessage],
+                      cross_check: bool = False) -> int:
         """Verify what a Pull from `source` returned, at a bounded cost; returns how many were verified.
 
         An honest reply holds at most one envelope per roster member.  Only envelopes from
-        senders still missing in this round are looked at, the first per sender, at most one
-        per roster member: a source that answers with thousands of junk envelopes costs this
-        peer at most K checks.  Everything rejected is charged to `source` as well as to the
-        claimed sender, and a source that delivered junk is not pulled from again for a while.
+        senders still missing in this round are looked at (with `cross_check`, also those
+        already held: an identical one is a dictionary look-up, a different validly signed
+        one an equivocation proof), the first per sender, at most one per roster member: a
+        source that answers with thousands of junk envelopes costs this peer at most K
+        checks.  Everything rejected is charged to `source` as well as to the claimed
+        sender, and a source that delivered junk is not pulled from again for a while.
         """
-        have = set(self.store.vectors(round_key)) | {self.peer_id}
+        have = {self.peer_id} if cross_check else set(self.store.vectors(round_key)) | {self.peer_id}
         checked: set[int] = set()
         junk_before = self.junk_by_source[source]
         for envelope in envelopes[: len(self.run.peers)]:
@@ -645,7 +725,9 @@ class PeerTransport:
             if claimed in have or claimed in checked:
                 continue
             checked.add(claimed)
-            self.receive(envelope, via=source)
+            reason = self.receive(envelope, via=source)
+            if cross_check and reason == peer_pb2.REJECT_REASON_EQUIVOCATION:
+                self.cross_check_catches += 1
         if len(envelopes) > len(self.run.peers):
             with self._crypto_lock:
                 self.junk_by_source[source] += len(envelopes) - len(self.run.peers)
@@ -676,7 +758,8 @@ class PeerTransport:
         it is one of the round's senders.
         """
         senders = self.schedule.senders(round_key)
-        return set(senders) - {self.peer_id}, self.schedule.quorum(round_key) - int(self.peer_id in senders)
+        return (set(senders) - {self.peer_id} - self.excluded,
+                self.schedule.quorum(round_key) - int(self.peer_id in senders))
 
     def collect(self, round_key: RoundKey, deadline: float, expected: set[int], quorum: int,
                 also_pull: set[int] = frozenset()) -> tuple[dict[int, np.ndarray], RoundStats]:
@@ -739,4 +822,26 @@ class PeerTransport:
         if vector is not None:
             self.broadcast(round_key, vector, deadline)
         expected, quorum = self.expected_senders(round_key)
-        return self.collect(round_key, deadline, expected, quorum)
+        result = self.collect(round_key, deadline, expected, quorum)
+        if self.run.network.cross_check:
+            self.cross_check(round_key)
+        return result
+
+    def cross_check_source(self, round_key: RoundKey) -> int | None:
+        """The peer this one compares `round_key` with: the others in turn, by round and own id,
+        so that over a few rounds every pair of peers has compared notes."""
+        candidates = [k for k in self.others if k not in self.excluded]
+        if not candidates:
+            return None
+        turn = round_key.iteration * 7 + int(round_key.phase) * 3 + round_key.round + self.peer_id
+        return candidates[turn % len(candidates)]
+
+    def cross_check(self, round_key: RoundKey) -> None:
+        """Pull the whole of a closed round from one other peer, in the background (the round's
+        result is not held back): a vector its sender signed differently for us and for that
+        peer becomes an equivocation proof here (network.cross_check; docs/PROTOCOL.md 12a)."""
+        source = self.cross_check_source(round_key)
+        if source is None or self.pull_paused(source) or self._unreachable_until.get(source, 0.0) > self.clock():
+            return
+        self.cross_checks += 1
+        self._spawn(self._pull(source, round_key, (), cross_check=True))

@@ -8,6 +8,7 @@ import pytest
 from adversary.attacks import make_attack
 from adversary.daemon import ByzantineDaemon
 from peer.engine.config import build_config
+from peer.engine.schedule import EXCLUSION_LAG
 from peer.lab.inprocess import InProcessRun
 from peer.net.daemon import PeerDaemon
 from tests.support.netutil import Threads, key_of, make_run
@@ -142,7 +143,9 @@ def test_junk_is_rejected_with_reason_codes_and_changes_nothing(tmp_path) -> Non
 
 
 def test_byzantine_daemon_with_protocol_misbehaviour_changes_nothing(tmp_path, capsys) -> None:
-    """AvgZero plus every kind of protocol junk: rejected with its code, results unchanged."""
+    """AvgZero plus every kind of protocol junk: rejected with its code, and the equivocations
+    get the Byzantine peer excluded by every honest peer from the same iteration on; the
+    results are the engine's with that exclusion, bit for bit."""
     import json
 
     from adversary.misbehaviour import EXPECTED_REASON
@@ -174,8 +177,14 @@ def test_byzantine_daemon_with_protocol_misbehaviour_changes_nothing(tmp_path, c
                                              for e in reported["equivocations"])
     assert threads.join(120) == {0: 0, 1: 0, 2: 0, 3: 0, 4: 0}
 
+    excluded = [json.loads((tmp_path / f"peer{k}" / "network.json").read_text())["excluded"] for k in range(4)]
+    assert excluded[0].keys() == {"4"} and all(e == excluded[0] for e in excluded), excluded
+    start = excluded[0]["4"]
     local = InProcessRun(build_config({**SMALL, "attack": {"name": "avg_zero"}}))
+    for k in range(4):
+        local.peers[k].exclude(4, proven_at=start - EXCLUSION_LAG)
     expected = [local.peers[0].theta().copy() for _ in local.iterate(SMALL["trajectories_per_agent"])]
+    assert 0 < start < len(expected) - 1  # the exclusion happened inside the run
     assert len(history) == len(expected)
     assert all(np.array_equal(a, b) for a, b in zip(history, expected))
 

@@ -149,6 +149,14 @@ class EvidenceReply(_message.Message):
     equivocations: _containers.RepeatedCompositeFieldContainer[Equivocation]
     def __init__(self, equivocations: _Optional[_Iterable[_Union[Equivocation, _Mapping]]] = ...) -> None: ...
 
+class ReportReply(_message.Message):
+    __slots__ = ("accepted", "reason")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    reason: str
+    def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class StatusRequest(_message.Message):
     __slots__ = ("auth",)
     AUTH_FIELD_NUMBER: _ClassVar[int]

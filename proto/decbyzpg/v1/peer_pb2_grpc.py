@@ -54,6 +54,11 @@ class PeerStub:
                 request_serializer=decbyzpg_dot_v1_dot_peer__pb2.EvidenceRequest.SerializeToString,
                 response_deserializer=decbyzpg_dot_v1_dot_peer__pb2.EvidenceReply.FromString,
                 _registered_method=True)
+        self.Report = channel.unary_unary(
+                '/decbyzpg.v1.Peer/Report',
+                request_serializer=decbyzpg_dot_v1_dot_peer__pb2.Equivocation.SerializeToString,
+                response_deserializer=decbyzpg_dot_v1_dot_peer__pb2.ReportReply.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/decbyzpg.v1.Peer/Status',
                 request_serializer=decbyzpg_dot_v1_dot_peer__pb2.StatusRequest.SerializeToString,
@@ -94,6 +99,14 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Report(self, request, context):
+        """Hands a peer an equivocation proof. Anyone may call it: the proof carries the
+        equivocator's own signatures, so it convicts without trusting the caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -122,6 +135,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Evidence,
                     request_deserializer=decbyzpg_dot_v1_dot_peer__pb2.EvidenceRequest.FromString,
                     response_serializer=decbyzpg_dot_v1_dot_peer__pb2.EvidenceReply.SerializeToString,
+            ),
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=decbyzpg_dot_v1_dot_peer__pb2.Equivocation.FromString,
+                    response_serializer=decbyzpg_dot_v1_dot_peer__pb2.ReportReply.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -237,6 +255,33 @@ class Peer:
             '/decbyzpg.v1.Peer/Evidence',
             decbyzpg_dot_v1_dot_peer__pb2.EvidenceRequest.SerializeToString,
             decbyzpg_dot_v1_dot_peer__pb2.EvidenceReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/decbyzpg.v1.Peer/Report',
+            decbyzpg_dot_v1_dot_peer__pb2.Equivocation.SerializeToString,
+            decbyzpg_dot_v1_dot_peer__pb2.ReportReply.FromString,
             options,
             channel_credentials,
             insecure,
