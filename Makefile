@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install run test bench network-bench sweeps ablation report clean proto image
+.PHONY: install run test bench network-bench sweeps ablation stability report clean proto image
 
 install: $(STAMP)
 
@@ -29,6 +29,12 @@ test: install
 ## (docs/DEPLOY.md). Needs root (debootstrap) and a Docker engine (.ci/docker-engine.sh).
 image: install
 	docker/build-image.sh
+
+## Issue #14's reliability grid: 20 seeds of single-agent PAGE-PG and DecByzPG K = 13 under no
+## attack and five attacks, 3,000 trajectories (140 runs; a K = 13 run took 640-1,800 s here while
+## sharing the cores; resumable). A variant: make stability ARGS="--set estimator.drift_clip=0.5 --out DIR".
+stability: install
+	$(BIN)/decbyzpg sweep --suite stability --seeds 0-19 $(ARGS)
 
 ## Speed benchmarks (prints figures; docs/RESULTS.md tabulates them).
 bench: install

@@ -717,7 +717,9 @@ class PeerTransport:
         checks.  Everything rejected is charged to `source` as well as to the claimed
         sender, and a source that delivered junk is not pulled from again for a while.
         """
-        have = {self.peer_id} if cross_check else set(self.store.vectors(round_key)) | {self.peer_id}
+        # a cross-check skips senders already proven to equivocate: another proof changes nothing
+        have = ({self.peer_id} | set(self.proofs.proven_at()) if cross_check
+                else set(self.store.vectors(round_key)) | {self.peer_id})
         checked: set[int] = set()
         junk_before = self.junk_by_source[source]
         for envelope in envelopes[: len(self.run.peers)]:
