@@ -16,6 +16,7 @@ Which exchange each attack acts on (`phases`, overridable with the `phases` para
   mimic           both; copies one honest peer's vector (over-weights it)
   equivocation    both; mean +/- spread * direction to two halves of the honest peers
   mda_fooling     agreement; a vector just inside the honest ball in a fixed direction
+  drag            agreement; just inside the honest ball, against the last honest mean gradient
   silence         both; sends nothing
   late_delivery   both; blends in, `delay` seconds late (over the wire); in process: silence
 In the phases an attack does not act on, Byzantine peers send the honest mean, so they are
@@ -255,6 +256,44 @@ class MDAFooling(Attack):
         return _same_to_all(view, {b: vec for b in view.byzantine_ids})
 
 
+class Drag(Attack):
+    """MDA-fooling aimed backwards: sit just inside the honest ball on the side that undoes
+    the honest peers' progress.
+
+    It remembers the honest mean gradient of the last large-batch round (where it blends
+    in) and, in agreement rounds, sends the honest centre minus `fraction` times the honest
+    diameter along that gradient's direction.  No single vector is an outlier, MDA keeps
+    the Byzantines in its minimum-diameter set, and every agreement round averages a small
+    step against the ascent direction into every honest peer's parameters, most of all in
+    the small-batch iterations, when nothing is aggregated.  Written for issue #14 part 3
+    (an adversary who knows the rules and the coin).
+    """
+
+    name = "drag"
+    default_phases = (Phase.AGREEMENT,)
+    params_spec = {"fraction": float}
+    fraction = 0.95
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.ascent: np.ndarray | None = None  # unit direction of the last honest mean gradient
+
+    def messages(self, view: RoundView) -> Messages:
+        if view.honest and view.round_key.phase == Phase.GRADIENT:
+            mean = _stack(view.honest).mean(0)
+            norm = float(np.linalg.norm(mean))
+            if norm > 0:
+                self.ascent = mean / norm
+        return super().messages(view)
+
+    def craft(self, view: RoundView) -> Messages:
+        if self.ascent is None or view.round_key.phase == Phase.GRADIENT:
+            return self.blend_in(view)
+        honest = _stack(view.honest)
+        vec = (honest.mean(0) - self.fraction * _honest_diameter(honest) * self.ascent).astype(np.float32)
+        return _same_to_all(view, {b: vec for b in view.byzantine_ids})
+
+
 class Silence(Attack):
     name = "silence"
 
@@ -280,8 +319,8 @@ class LateDelivery(Attack):
 
 ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls
-    for cls in (RandomAction, LargeNoise, AvgZero, SignFlip, ALIE, IPM, Mimic, Equivocation, MDAFooling, Silence,
-                LateDelivery)
+    for cls in (RandomAction, LargeNoise, AvgZero, SignFlip, ALIE, IPM, Mimic, Equivocation, MDAFooling, Drag,
+                Silence, LateDelivery)
 }
 ATTACK_NAMES = ("none", *ATTACKS)
 

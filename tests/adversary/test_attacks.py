@@ -73,6 +73,23 @@ def test_mda_fooling_stays_inside_the_honest_ball() -> None:
     assert np.linalg.norm(vec - honest_mean()) <= diameter
 
 
+def test_drag_pulls_agreement_against_the_last_honest_gradient() -> None:
+    """Blends in until it has seen a gradient round, and in it; then sits inside the honest
+    ball, displaced against that round's honest mean gradient."""
+    drag = make_attack("drag")
+    assert np.allclose(drag.messages(view(AGREE))[10][0], honest_mean(), atol=1e-6)  # nothing seen yet
+    gradients = {k: np.full(20, 0.5, np.float32) + 0.01 * k for k in range(10)}
+    msgs = drag.messages(RoundView(GRAD, gradients, sorted(gradients), BYZ, {}, np.random.default_rng(0)))
+    assert np.allclose(msgs[11][2], np.mean(list(gradients.values()), axis=0), atol=1e-6)  # blends in
+    vec = drag.messages(view(AGREE))[10][0]
+    stacked = np.stack(list(HONEST.values()))
+    diameter = max(np.linalg.norm(a - b) for a in stacked for b in stacked)
+    shift = vec - honest_mean()
+    assert np.linalg.norm(shift) == pytest.approx(0.95 * diameter, rel=1e-4)
+    ascent = np.mean(list(gradients.values()), axis=0)
+    assert np.dot(shift, ascent) / (np.linalg.norm(shift) * np.linalg.norm(ascent)) == pytest.approx(-1.0, abs=1e-5)
+
+
 @pytest.mark.parametrize("name, params, match", [
     ("large_noise", {"scale": "big"}, "scale"),
     ("ipm", {"epsilon": float("inf")}, "epsilon"),
