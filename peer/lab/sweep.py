@@ -118,13 +118,18 @@ def _median(values: Iterable[Any]) -> Any:
     return statistics.median(present) if present else None
 
 
-def table(results: Sequence[tuple[Job, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One row per (panel, label): medians over seeds, and how many seeds reached 475."""
+def _by_configuration(results: Sequence[tuple[Job, dict[str, Any]]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Run summaries grouped by (panel, label), in the order the jobs came: one table row each."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for job, summary in results:
         groups.setdefault((job.panel, job.label), []).append(summary)
+    return groups
+
+
+def table(results: Sequence[tuple[Job, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (panel, label): medians over seeds, and how many seeds reached 475."""
     rows = []
-    for (panel, label), summaries in groups.items():
+    for (panel, label), summaries in _by_configuration(results).items():
         reached = [s["trajectories_to_475"] for s in summaries if s["trajectories_to_475"] is not None]
         rows.append({
             "panel": panel,
@@ -153,11 +158,8 @@ def stability_table(results: Sequence[tuple[Job, dict[str, Any]]]) -> list[dict[
     """One row per (panel, label) with issue #14's counts; a seed that never reached 475
     counts as never in the median (so misses can only raise it), and every missing seed is
     named with its trajectories to 475 and its last-1,000 return."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for job, summary in results:
-        groups.setdefault((job.panel, job.label), []).append(summary)
     rows = []
-    for (panel, label), summaries in groups.items():
+    for (panel, label), summaries in _by_configuration(results).items():
         to_475 = sorted(s["trajectories_to_475"] if s["trajectories_to_475"] is not None else float("inf")
                         for s in summaries)
         median = statistics.median(to_475)

@@ -21,12 +21,11 @@ from typing import Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from decbyzpg.v1 import peer_pb2
-from google.protobuf.message import DecodeError
 
 from peer.engine.errors import ProtocolError
 from peer.engine.schedule import Phase, RoundKey
 from peer.net import crypto
-from peer.net.wire import DOMAIN
+from peer.net.wire import DOMAIN, decode_body
 
 
 class InvalidProof(ProtocolError):
@@ -60,12 +59,10 @@ def check_proof(message: peer_pb2.Equivocation, run_id: bytes, roster: Mapping[i
         raise InvalidProof("the two envelopes carry the same body")
     slots = []
     for envelope in (first, second):
-        try:
-            body = peer_pb2.RoundMessage.FromString(envelope.body)
-        except (DecodeError, ValueError, TypeError):
-            raise InvalidProof("a body is not a RoundMessage") from None
-        body.DiscardUnknownFields()
-        if body.SerializeToString() != envelope.body:
+        body, canonical = decode_body(envelope.body)
+        if body is None:
+            raise InvalidProof("a body is not a RoundMessage")
+        if not canonical:
             raise InvalidProof("a body is not canonical")
         if body.sender != sender or body.run_id != run_id:
             raise InvalidProof("a body names another sender or run")

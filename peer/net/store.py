@@ -112,17 +112,15 @@ class RoundStore:
             if held.envelope.body == env.body:
                 return peer_pb2.REJECT_REASON_DUPLICATE
             self._equivocators.add(sender)
-            self._keep_evidence(sender, round_key, held.envelope, env)
             proof = Equivocation(held.envelope, env)
+            self._keep_evidence(sender, round_key, proof)
         if self.on_equivocation is not None:  # outside the lock: it may verify and send
             self.on_equivocation(sender, round_key, proof.to_proto())
         return peer_pb2.REJECT_REASON_EQUIVOCATION
 
-    def _keep_evidence(
-        self, sender: int, round_key: RoundKey, first: peer_pb2.SignedMessage, second: peer_pb2.SignedMessage
-    ) -> None:
+    def _keep_evidence(self, sender: int, round_key: RoundKey, proof: Equivocation) -> None:
         slot = (sender, round_key)
-        size = first.ByteSize() + second.ByteSize()
+        size = proof.first.ByteSize() + proof.second.ByteSize()
         if (
             slot in self._evidence
             or len(self._evidence) >= self.max_evidence
@@ -130,7 +128,7 @@ class RoundStore:
             or self._evidence_bytes + size > self.max_evidence_bytes
         ):
             return
-        self._evidence[slot] = Equivocation(first, second)
+        self._evidence[slot] = proof
         self._evidence_per_sender[sender] = self._evidence_per_sender.get(sender, 0) + 1
         self._evidence_bytes += size
 

@@ -705,6 +705,10 @@ class PeerTransport:
         """Whether `source` is skipped for pulls because it recently relayed junk."""
         return self._pull_backoff_until.get(source, 0.0) > (self.clock() if now is None else now)
 
+    def _may_pull(self, source: int, now: float) -> bool:
+        """Neither paused for junk nor backing off after failed pulls."""
+        return not self.pull_paused(source, now) and self._unreachable_until.get(source, 0.0) <= now
+
     def accept_pulled(self, source: int, round_key: RoundKey, envelopes: Sequence[peer_pb2.SignedMessage],
                       cross_check: bool = False) -> int:
         """Verify what a Pull from `source` returned, at a bounded cost; returns how many were verified.
@@ -799,7 +803,7 @@ class PeerTransport:
                 # so the interval doubles; and a pull asks only for the senders still missing.
                 missing = sorted(expected - have)
                 for source in set(missing) | set(also_pull):
-                    if self.pull_paused(source, now) or self._unreachable_until.get(source, 0.0) > now:
+                    if not self._may_pull(source, now):
                         continue  # it delivered junk recently, or could not be reached
                     future = pending_pulls.get(source)
                     if future is None or future.done():
@@ -843,7 +847,7 @@ class PeerTransport:
         result is not held back): a vector its sender signed differently for us and for that
         peer becomes an equivocation proof here (network.cross_check; docs/PROTOCOL.md 12a)."""
         source = self.cross_check_source(round_key)
-        if source is None or self.pull_paused(source) or self._unreachable_until.get(source, 0.0) > self.clock():
+        if source is None or not self._may_pull(source, self.clock()):
             return
         self.cross_checks += 1
         self._spawn(self._pull(source, round_key, (), cross_check=True))

@@ -115,6 +115,22 @@ def decode_vector(data: bytes, length: int) -> np.ndarray:
     return np.frombuffer(data, dtype="<f4", count=length).astype(np.float32, copy=True)
 
 
+# --------------------------------------------------------------------------- bodies
+
+
+def decode_body(body_bytes: bytes) -> tuple[peer_pb2.RoundMessage | None, bool]:
+    """The RoundMessage `body_bytes` encode (None if they do not parse), and whether they are
+    exactly its canonical encoding (no unknown fields, padding, reordering or default fields
+    written out): only canonical bodies are stored and relayed, so a relayed message is never
+    larger than an honest one."""
+    try:
+        body = peer_pb2.RoundMessage.FromString(body_bytes)
+    except (DecodeError, ValueError, TypeError):
+        return None, False
+    body.DiscardUnknownFields()  # protobuf would otherwise re-emit them
+    return body, body.SerializeToString() == body_bytes
+
+
 # --------------------------------------------------------------------------- signing
 
 
@@ -313,13 +329,11 @@ class Validator:
             return Verdict(_R.REJECT_REASON_BAD_SIGNATURE, sender)
 
         # 6. from here on the body is authentic: the sender really signed it
-        try:
-            body = peer_pb2.RoundMessage.FromString(body_bytes)
-        except (DecodeError, ValueError, TypeError):
+        body, canonical = decode_body(body_bytes)
+        if body is None:
             return Verdict(_R.REJECT_REASON_MALFORMED, sender)
         # 7. canonical bytes only, so a stored and relayed message is never larger than an honest one
-        body.DiscardUnknownFields()  # protobuf would otherwise re-emit them
-        if body.SerializeToString() != body_bytes:
+        if not canonical:
             return Verdict(_R.REJECT_REASON_NON_CANONICAL, sender)
         if body.sender != sender:
             return Verdict(_R.REJECT_REASON_SENDER_MISMATCH, sender)
