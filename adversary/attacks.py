@@ -106,6 +106,13 @@ class Attack:
     def craft(self, view: RoundView) -> Messages:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the attack remembers across rounds, for an in-process checkpoint (most remember nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`'s output."""
+
 
 def _stack(vectors: Mapping[int, np.ndarray]) -> np.ndarray:
     return np.stack([np.asarray(vectors[k], dtype=np.float64) for k in sorted(vectors)])
@@ -277,6 +284,12 @@ class Drag(Attack):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.ascent: np.ndarray | None = None  # unit direction of the last honest mean gradient
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ascent": self.ascent}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.ascent = state["ascent"]
 
     def messages(self, view: RoundView) -> Messages:
         if view.honest and view.round_key.phase == Phase.GRADIENT:

@@ -9,7 +9,7 @@ honest peers.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -65,6 +65,17 @@ class Coalition:
             except StopIteration:
                 del self._programs[b], self._pending[b]
         return messages
+
+    def state_dict(self) -> dict[str, Any]:
+        """The shadows' state machines and the attack's memory, between iterations."""
+        return {"shadows": {b: machine.state_dict() for b, machine in self.shadows.items()},
+                "attack": self.attack.state_dict() if self.attack is not None else {}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for b, machine in self.shadows.items():
+            machine.load_state_dict(state["shadows"][b])
+        if self.attack is not None:
+            self.attack.load_state_dict(state["attack"])
 
     def end_iteration(self) -> None:
         if self._programs:

@@ -41,16 +41,17 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from peer.lab.experiment import describe, run_experiment
+    from peer.lab.experiment import describe, resumable, run_experiment
     from peer.lab.progress import Progress
 
     cfg = run_config(args)
     out = output_dir(args.out, f"{cfg.algorithm}-K{cfg.num_peers}")
     console = Console(stderr=True)
-    console.print(f"[bold]{describe(cfg)}[/bold] -> {out}")
+    resume = not args.fresh and resumable(out, cfg) is not None
+    console.print(f"[bold]{describe(cfg)}[/bold] -> {out}" + (" (resuming its checkpoint)" if resume else ""))
     progress = Progress(cfg.trajectories_per_agent, quiet=args.quiet)
     try:
-        summary = run_experiment(cfg, out, progress=lambda row: progress.update(
+        summary = run_experiment(cfg, out, resume=resume, progress=lambda row: progress.update(
             row.trajectories_per_agent, it=row.iteration, ret=f"{row.honest_mean_return:.1f}",
             diam=f"{row.honest_diameter:.2g}"))
     except KeyboardInterrupt:
@@ -81,6 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_run_flags(run)
     run.add_argument("--out", help="results directory (default results/<time>-<algorithm>-K<K>)")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--fresh", action="store_true",
+                     help="start from iteration 0 even if --out holds a checkpoint (by default a run of the "
+                          "same configuration there is resumed)")
     run.set_defaults(func=cmd_run)
 
     tr = sub.add_parser("trace", help="per iteration, how far an attack moved one honest peer's aggregate",

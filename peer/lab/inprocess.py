@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -40,6 +40,12 @@ class InProcessRun:
         self.coalition = Coalition(cfg, self.genesis_hash)
         self.trajectories = 0
         self.env_steps = 0
+        self.elapsed_seconds = 0.0  # wall time of all iterations so far, across resumptions
+
+    @property
+    def t(self) -> int:
+        """The next iteration every honest peer will run."""
+        return self.peers[self.honest_ids[0]].t
 
     def next_batch_size(self) -> int:
         return self.schedule.batch_size(self.peers[self.honest_ids[0]].t)
@@ -78,7 +84,7 @@ class InProcessRun:
 
     def iterate(self, budget: int, clock: Callable[[], float] = time.perf_counter) -> Iterator[IterationMetrics]:
         """Yield one metrics record per iteration until the next would exceed `budget` trajectories per agent."""
-        started = clock()
+        started, before = clock(), self.elapsed_seconds
         while self.trajectories + self.next_batch_size() <= budget:  # never overshoot the budget
             began = clock()
             reports = self.step()
@@ -87,6 +93,7 @@ class InProcessRun:
             self.env_steps += sum(r.env_steps for r in reports)
             last_diameters = [r.diameters[-1] for r in reports if r.diameters]
             now = clock()
+            self.elapsed_seconds = before + now - started
             yield IterationMetrics(
                 iteration=lead.iteration,
                 trajectories_per_agent=self.trajectories,
@@ -100,8 +107,22 @@ class InProcessRun:
                 rounds=len(self.schedule.rounds(lead.iteration)),
                 compute_seconds=sum(r.compute_seconds for r in reports),
                 seconds=now - began,
-                elapsed_seconds=now - started,
+                elapsed_seconds=self.elapsed_seconds,
             )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs, taken between iterations (the streams are counter-based)."""
+        return {"peers": {k: peer.state_dict() for k, peer in self.peers.items()},
+                "coalition": self.coalition.state_dict(), "trajectories": self.trajectories,
+                "env_steps": self.env_steps, "elapsed_seconds": self.elapsed_seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, peer in self.peers.items():
+            peer.load_state_dict(state["peers"][k])
+        self.coalition.load_state_dict(state["coalition"])
+        self.trajectories = int(state["trajectories"])
+        self.env_steps = int(state["env_steps"])
+        self.elapsed_seconds = float(state["elapsed_seconds"])
 
     def close(self) -> None:
         for peer in self.peers.values():

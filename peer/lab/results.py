@@ -80,7 +80,9 @@ def summarize(cfg: RunConfig, rows: Sequence[IterationMetrics], wall_seconds: fl
 class ResultsWriter:
     """Owns one run directory and rewrites its files as the run advances."""
 
-    def __init__(self, directory: Path, cfg: RunConfig) -> None:
+    def __init__(self, directory: Path, cfg: RunConfig, keep_metrics: bool = False) -> None:
+        """`keep_metrics`: a resumed run keeps the rows already written (the caller truncates
+        them to its checkpoint); otherwise a rerun into the same directory starts afresh."""
         self.dir = Path(directory)
         self.cfg = cfg
         try:
@@ -88,7 +90,8 @@ class ResultsWriter:
         except OSError as err:  # a directory the user may not write to: their input, not a bug
             raise RunStateError(f"cannot create the results directory {self.dir}: {err.strerror}") from None
         atomic_write(self.dir / "config.toml", tomli_w.dumps(toml_safe(cfg.to_dict())))
-        (self.dir / "metrics.csv").unlink(missing_ok=True)  # a rerun into the same directory starts afresh
+        if not keep_metrics:
+            (self.dir / "metrics.csv").unlink(missing_ok=True)
         self.metrics = MetricsFile(self.dir / "metrics.csv", cfg.num_peers)
 
     @property

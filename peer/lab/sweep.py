@@ -3,7 +3,8 @@
 A sweep is a list of jobs (a label, the figure panel it belongs to, and config overrides).
 Jobs with identical overrides run once even when several panels show them (PAGE-PG K=1
 appears in every attack panel).  A run whose summary.json says it finished is not run
-again, so an interrupted sweep resumes where it stopped.
+again, and a run that was interrupted continues from its last checkpoint, so an
+interrupted sweep resumes where it stopped (losing at most CHECKPOINT_SECONDS per run).
 """
 
 from __future__ import annotations
@@ -49,11 +50,12 @@ class Job:
 
 
 def _run(label: str, panel: str, overrides: Mapping[str, Any], directory: str) -> dict[str, Any]:
-    from peer.lab.experiment import run_experiment
+    from peer.lab.experiment import resumable, run_experiment
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     cfg = resolve_config(overrides)
-    summary = run_experiment(cfg, Path(directory), plot=True)
+    # an interrupted run of this configuration continues; one made under older defaults is redone
+    summary = run_experiment(cfg, Path(directory), plot=True, resume=bool(resumable(Path(directory), cfg)))
     return summary
 
 

@@ -9,7 +9,6 @@ the common coin and all random streams are counter-based, so nothing else is nee
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import signal
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from peer.engine.errors import ExitCode, RunStateError
 from peer.engine.exchange import Broadcast
@@ -28,7 +26,7 @@ from peer.engine.metrics import IterationMetrics
 from peer.engine.policy import get_flat
 from peer.engine.sampling import ActionFn
 from peer.engine.state_machine import IterationReport, PeerStateMachine
-from peer.net.files import MetricsFile, atomic_write
+from peer.net.files import MetricsFile, atomic_write, load_checkpoint, save_checkpoint
 from peer.net.runfile import RunFile
 from peer.net.transport import Interrupted, PeerTransport, RoundStats
 from peer.net.usage import ProcessUsage
@@ -36,21 +34,6 @@ from peer.net.usage import ProcessUsage
 log = logging.getLogger("decbyzpg.peer")
 
 LOG_EVERY = 10  # iterations between progress lines in the daemon's log
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write(path, buffer.getvalue())  # durable: a restart depends on it
-
-
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        return torch.load(path, weights_only=False)
-    except Exception as err:  # a torn file cannot exist (atomic replace), a foreign one can
-        raise RunStateError(f"checkpoint {path} is unreadable: {err}") from None
-
 
 class PeerDaemon:
     """One honest peer: state machine + transport + metrics + checkpoints."""

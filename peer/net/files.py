@@ -14,6 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from peer.engine.errors import RunStateError
 from peer.engine.metrics import IterationMetrics, columns, from_csv_row, to_csv_row
 
 
@@ -40,6 +43,23 @@ def atomic_write(path: Path, data: bytes | str, durable: bool = True, mode: int 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """torch.save, durably and atomically: a restart depends on it."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, buffer.getvalue())  # durable: a restart depends on it
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at `path`, or None when there is none; an unreadable one is a RunStateError."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as err:  # a torn file cannot exist (atomic replace), a foreign one can
+        raise RunStateError(f"checkpoint {path} is unreadable: {err}") from None
 
 
 def toml_safe(data: Any) -> Any:

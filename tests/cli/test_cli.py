@@ -29,6 +29,19 @@ def test_run_writes_a_complete_results_directory(tmp_path, capsys) -> None:
     assert "final_honest_return" in capsys.readouterr().out
 
 
+def test_run_into_a_directory_with_a_checkpoint_resumes_it_or_refuses_another_run(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    flags = ["--peers", "5", "--byzantine", "1", "--trajectories", "24", "--out", str(out), "--quiet",
+             "--set", "estimator.large_batch=8", "--set", "estimator.small_batch=2"]
+    assert main(["run", *flags]) == 0
+    capsys.readouterr()
+    assert main(["run", *flags]) == 0  # the same run: its final checkpoint is resumed, nothing recomputed
+    assert "resuming its checkpoint" in " ".join(capsys.readouterr().err.split())  # rich wraps lines
+    assert main(["run", *flags, "--seed", "9"]) == 3  # another run's directory: one line, nothing touched
+    assert "another configuration" in capsys.readouterr().err
+    assert main(["run", *flags, "--seed", "9", "--fresh"]) == 0
+
+
 def test_config_file_and_flags(tmp_path) -> None:
     run_file = tmp_path / "run.toml"
     run_file.write_text('algorithm = "dec-page-pg"\nnum_peers = 3\nnum_byzantine = 0\n'

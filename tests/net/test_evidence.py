@@ -106,7 +106,8 @@ def test_report_spreads_a_proof_to_every_peer_and_refuses_forgeries(tmp_path) ->
 def test_a_restarted_daemon_keeps_its_exclusions(tmp_path) -> None:
     """The exclusion lives in the state machine's checkpoint: a peer that restarts after its
     proofs were pruned (or from a fresh process) still leaves the equivocator out."""
-    from peer.net.daemon import PeerDaemon, save_checkpoint
+    from peer.net.daemon import PeerDaemon
+    from peer.net.files import save_checkpoint
     from tests.support.netutil import key_of, make_run
 
     run = make_run(tmp_path, {"num_peers": 5, "num_byzantine": 1, "trajectories_per_agent": 40,
