@@ -17,6 +17,8 @@ Which exchange each attack acts on (`phases`, overridable with the `phases` para
   equivocation    both; mean +/- spread * direction to two halves of the honest peers
   mda_fooling     agreement; a vector just inside the honest ball in a fixed direction
   drag            agreement; just inside the honest ball, against the last honest mean gradient
+  creep           both; z honest standard deviations per coordinate along one fixed sign pattern
+  overshoot       agreement; just inside the honest ball, further along the honest peers' last step
   silence         both; sends nothing
   late_delivery   both; blends in, `delay` seconds late (over the wire); in process: silence
 In the phases an attack does not act on, Byzantine peers send the honest mean, so they are
@@ -307,6 +309,79 @@ class Drag(Attack):
         return _same_to_all(view, {b: vec for b in view.byzantine_ids})
 
 
+def _signs(dim: int, seed: int) -> np.ndarray:
+    return np.where(np.random.default_rng(seed).random(dim) < 0.5, -1.0, 1.0)
+
+
+class Creep(Attack):
+    """A bias too small for any round to reveal, that never changes direction.
+
+    Every coordinate sits `z` honest standard deviations from the honest mean, on the side a
+    fixed sign pattern says, in every round.  Each vector is inside the honest spread, so
+    robust aggregation keeps part of it; what it keeps always points the same way.  Adam
+    normalises each coordinate by its own gradient scale, so in coordinates whose honest
+    gradients average out, a constant bias becomes a full-size step.  Written for issue #14
+    part 3 ("small consistent biases that no single round reveals").
+    """
+
+    name = "creep"
+    params_spec = {"z": float, "seed": int}
+    z = 1.0
+    seed = 3
+
+    def craft(self, view: RoundView) -> Messages:
+        honest = _stack(view.honest)
+        bias = self.z * honest.std(0) * _signs(honest.shape[1], self.seed)
+        return _same_to_all(view, {b: (honest.mean(0) + bias).astype(np.float32) for b in view.byzantine_ids})
+
+
+class Overshoot(Attack):
+    """Agreement rounds: just inside the honest ball, further along the honest peers' last step.
+
+    It looks helpful (it points where the honest peers are going), but it lengthens
+    theta_t - theta_(t-1), the step the next small-batch iteration's importance weights must
+    bridge, which is what degenerates the PAGE recursion.  The step is the honest centre of
+    an iteration's first agreement round minus the last round's centre of the iteration
+    before.  Written for issue #14 part 3 (an attack that adapts to the small-batch steps).
+    """
+
+    name = "overshoot"
+    default_phases = (Phase.AGREEMENT,)
+    params_spec = {"fraction": float}
+    fraction = 0.95
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.iteration: int | None = None  # of the last agreement round seen
+        self.centre: np.ndarray | None = None  # its honest centre
+        self.step: np.ndarray | None = None  # unit direction of the honest peers' last step
+
+    def messages(self, view: RoundView) -> Messages:
+        if view.honest and view.round_key.phase == Phase.AGREEMENT:
+            centre = _stack(view.honest).mean(0)
+            if self.centre is not None and view.round_key.iteration != self.iteration:
+                move = centre - self.centre
+                norm = float(np.linalg.norm(move))
+                self.step = move / norm if norm > 0 else None
+            out = super().messages(view)
+            self.iteration, self.centre = view.round_key.iteration, centre
+            return out
+        return super().messages(view)
+
+    def craft(self, view: RoundView) -> Messages:
+        if self.step is None or view.round_key.phase == Phase.GRADIENT:
+            return self.blend_in(view)
+        honest = _stack(view.honest)
+        vec = (honest.mean(0) + self.fraction * _honest_diameter(honest) * self.step).astype(np.float32)
+        return _same_to_all(view, {b: vec for b in view.byzantine_ids})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"iteration": self.iteration, "centre": self.centre, "step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.iteration, self.centre, self.step = state["iteration"], state["centre"], state["step"]
+
+
 class Silence(Attack):
     name = "silence"
 
@@ -333,7 +408,7 @@ class LateDelivery(Attack):
 ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls
     for cls in (RandomAction, LargeNoise, AvgZero, SignFlip, ALIE, IPM, Mimic, Equivocation, MDAFooling, Drag,
-                Silence, LateDelivery)
+                Creep, Overshoot, Silence, LateDelivery)
 }
 ATTACK_NAMES = ("none", *ATTACKS)
 

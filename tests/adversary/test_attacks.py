@@ -90,6 +90,37 @@ def test_drag_pulls_agreement_against_the_last_honest_gradient() -> None:
     assert np.dot(shift, ascent) / (np.linalg.norm(shift) * np.linalg.norm(ascent)) == pytest.approx(-1.0, abs=1e-5)
 
 
+def test_creep_sits_inside_the_spread_and_always_leans_the_same_way() -> None:
+    creep = make_attack("creep", {"z": 1.0})
+    stacked = np.stack([HONEST[k] for k in sorted(HONEST)]).astype(np.float64)
+    first = creep.messages(view(GRAD))[10][0] - honest_mean()
+    assert np.allclose(np.abs(first), stacked.std(0), rtol=1e-4)  # one standard deviation per coordinate
+    other = {k: v * 3 + 1 for k, v in HONEST.items()}
+    second = creep.messages(RoundView(AGREE, other, sorted(other), BYZ, {}, np.random.default_rng(1)))[12][5]
+    second -= np.mean([other[k] for k in sorted(other)], axis=0)
+    assert np.array_equal(np.sign(first), np.sign(second))  # the same sign pattern in every round and phase
+
+
+def test_overshoot_pushes_agreement_further_along_the_honest_step() -> None:
+    overshoot = make_attack("overshoot")
+    start = {k: np.zeros(20, np.float32) for k in range(10)}
+    before = overshoot.messages(RoundView(RoundKey(3, Phase.AGREEMENT, 1), start, sorted(start), BYZ, {},
+                                          np.random.default_rng(0)))
+    assert np.array_equal(before[10][0], np.zeros(20))  # no step seen yet: blends in
+    moved = {k: v + 1.0 for k, v in HONEST.items()}  # iteration 4's honest peers stepped by about +2
+    vec = overshoot.messages(RoundView(AGREE, moved, sorted(moved), BYZ, {}, np.random.default_rng(0)))[10][0]
+    centre = np.mean([moved[k] for k in sorted(moved)], axis=0)
+    stacked = np.stack(list(moved.values()))
+    diameter = max(np.linalg.norm(a - b) for a in stacked for b in stacked)
+    shift = vec - centre
+    assert np.linalg.norm(shift) == pytest.approx(0.95 * diameter, rel=1e-4)
+    assert np.dot(shift, centre) / (np.linalg.norm(shift) * np.linalg.norm(centre)) == pytest.approx(1.0, abs=1e-5)
+    restored = make_attack("overshoot")
+    restored.load_state_dict(overshoot.state_dict())  # what an in-process checkpoint keeps
+    again = restored.messages(RoundView(AGREE, moved, sorted(moved), BYZ, {}, np.random.default_rng(0)))[10][0]
+    assert np.array_equal(again, vec)
+
+
 @pytest.mark.parametrize("name, params, match", [
     ("large_noise", {"scale": "big"}, "scale"),
     ("ipm", {"epsilon": float("inf")}, "epsilon"),
