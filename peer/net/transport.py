@@ -366,6 +366,7 @@ class PeerTransport:
         self.proofs = ProofBook()
         self.store.on_equivocation = self._detected
         self._unreported: dict[int, set[int]] = {}  # destination -> accused senders
+        self._reporting: set[tuple[int, int, int]] = set()  # (destination, accused, proof's t): Reports in flight
         self._unreported_lock = threading.Lock()
         self.excluded: frozenset[int] = frozenset()  # left out of the current iteration (set by the daemon)
         self.cross_checks = 0  # rounds compared with another peer (network.cross_check)
@@ -601,18 +602,31 @@ class PeerTransport:
             return
         earliest = {p.sender: p for p in self.proofs.proofs()}
         with self._unreported_lock:
-            pending = {d: set(accused) for d, accused in self._unreported.items() if accused}
-        for destination, accused in pending.items():
-            for sender in accused:
-                self._spawn(self._send_report(destination, sender, earliest[sender]))
+            sends = [(destination, earliest[sender]) for destination, accused in self._unreported.items()
+                     for sender in accused if self._flight(destination, earliest[sender]) not in self._reporting]
+            # one Report per destination and proof in flight, however often this runs
+            self._reporting.update(self._flight(destination, proof) for destination, proof in sends)
+        for destination, proof in sends:
+            self._spawn(self._send_report(destination, proof))
 
-    async def _send_report(self, destination: int, sender: int, proof: Proof) -> None:
+    async def _send_report(self, destination: int, proof: Proof) -> None:
         try:
             await self._clients[destination].report(proof.message, timeout=self.run.network.push_timeout)
         except grpc.RpcError:
             return  # down or slow: stays pending, sent again at the next iteration
-        with self._unreported_lock:
-            self._unreported.get(destination, set()).discard(sender)
+        else:
+            with self._unreported_lock:
+                if self.proofs.known_at_or_before(proof.sender, proof.round_key.iteration - 1):
+                    return  # an earlier proof arrived meanwhile: that one is still to be sent
+                self._unreported.get(destination, set()).discard(proof.sender)
+        finally:
+            with self._unreported_lock:
+                self._reporting.discard(self._flight(destination, proof))
+
+    @staticmethod
+    def _flight(destination: int, proof: Proof) -> tuple[int, int, int]:
+        return destination, proof.sender, proof.round_key.iteration
+
 
     def held(self, round_key: RoundKey, senders: set[int] | None = None) -> list[peer_pb2.SignedMessage]:
         """What this peer holds for a round, its own message included (for Pull): every

@@ -103,6 +103,42 @@ def test_report_spreads_a_proof_to_every_peer_and_refuses_forgeries(tmp_path) ->
         assert all(t.proofs.proven_at().get(2) == 1 for t in (transports[0], transports[1], transports[3]))
 
 
+@pytest.mark.network
+def test_a_proof_has_one_report_in_flight_per_destination_and_an_earlier_one_is_still_sent(tmp_path,
+                                                                                            monkeypatch) -> None:
+    from peer.net import wire
+    from tests.support.netutil import key_of, make_run, started_transports
+
+    run = make_run(tmp_path, {"num_peers": 4, "num_byzantine": 0, "trajectories_per_agent": 40,
+                              "estimator": {"large_batch": 8, "small_batch": 2, "horizon": 50}})
+    liar = key_of(run, 3)
+
+    def pair(iteration: int) -> peer_pb2.Equivocation:
+        slot = RoundKey(iteration, Phase.AGREEMENT, 0)
+        return proof(*(wire.sign_message(liar, run.run_id, slot, 3, np.full(8, value, np.float32))
+                       for value in (0.0, 1.0)))
+
+    with started_transports(run, 8) as transports:
+        sender = transports[0]
+        spawn, sent = sender._spawn, []
+
+        def hold(coroutine):  # Reports never complete: each stays in flight
+            if coroutine.__name__ != "_send_report":
+                return spawn(coroutine)
+            arguments = coroutine.cr_frame.f_locals
+            sent.append((arguments["destination"], arguments["proof"].round_key.iteration))
+            coroutine.close()
+
+        monkeypatch.setattr(sender, "_spawn", hold)
+        assert sender.report(pair(5)) is None
+        for _ in range(3):  # every iteration retries what is unacknowledged
+            sender._report_pending()
+        assert sorted(sent) == [(1, 5), (2, 5)]  # not to the accused, and once each
+        assert sender.report(pair(2)) is None  # an earlier proof replaces it: sent too, once
+        sender._report_pending()
+        assert sorted(sent) == [(1, 2), (1, 5), (2, 2), (2, 5)]
+
+
 def test_a_restarted_daemon_keeps_its_exclusions(tmp_path) -> None:
     """The exclusion lives in the state machine's checkpoint: a peer that restarts after its
     proofs were pruned (or from a fresh process) still leaves the equivocator out."""
