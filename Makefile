@@ -46,6 +46,7 @@ sweeps: install
 	$(BIN)/decbyzpg sweep --suite speedup --seeds 0-4 --trajectories 5000
 	$(BIN)/decbyzpg sweep --suite attacks --seeds 0-4 --trajectories 5000
 	$(BIN)/decbyzpg sweep --suite lunar --seeds 0-2 --trajectories 8000
+	$(BIN)/decbyzpg sweep --suite lunar-attacks --seeds 0-1   # the paper's LunarLander figure, K = 13: many hours
 	$(MAKE) ablation
 	$(BIN)/decbyzpg sweep --suite bucketing --seeds 0-7 --trajectories 2000
 	$(BIN)/decbyzpg matrix --seeds 0-2 --trajectories 2000 --misbehaviour all

@@ -19,7 +19,7 @@ from peer.lab.configure import MAIN_JOB_ATTACK, MAIN_JOB_BYZANTINE, MAIN_JOB_PEE
 
 # peer.lab.sweep.SUITES, spelled out so that parsing arguments does not import torch
 # (tests/lab/test_sweep.py checks the two agree)
-SWEEP_SUITES = ("speedup", "attacks", "lunar", "bucketing", "stability")
+SWEEP_SUITES = ("speedup", "attacks", "lunar", "lunar-attacks", "bucketing", "stability")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ interrupted sweep resumes where it stopped (losing at most CHECKPOINT_SECONDS pe
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -38,6 +39,7 @@ class Job:
     label: str
     panel: str
     overrides: Mapping[str, Any] = field(hash=False)
+    later: bool = False  # run after the others (context curves of a long suite); the order only
 
     @property
     def slug(self) -> str:
@@ -94,6 +96,7 @@ def run_jobs(jobs: Sequence[Job], out: Path, workers: int) -> list[tuple[Job, di
             done[slug] = summary
         else:
             todo.append((slug, job))
+    todo.sort(key=lambda item: item[1].later)  # stable: otherwise in job order
     with tqdm(total=len(unique), initial=len(done), desc="sweep", unit="run", dynamic_ncols=True) as bar:
         if workers <= 1:
             for slug, job in todo:
@@ -223,11 +226,12 @@ def write_outputs(results: Sequence[tuple[Job, dict[str, Any]]], out: Path, name
 
 # ---------------------------------------------------------------- named suites
 
-SUITES = ("speedup", "attacks", "lunar", "bucketing", "stability")
+SUITES = ("speedup", "attacks", "lunar", "lunar-attacks", "bucketing", "stability")
 ATTACK_LABELS = {"random_action": "RandomAction", "large_noise": "LargeNoise", "avg_zero": "AvgZero"}
 # issue #14's reliability bar: a seed is stable when it reaches 475 within STABLE_REACH_BY
 # trajectories per agent and holds at least STABLE_HOLD over its last 1,000
 STABLE_REACH_BY, STABLE_HOLD, STABILITY_BUDGET = 2500, 450.0, 3000
+LUNAR_BUDGET = 8000  # the paper's LunarLander figure's x-axis
 STABILITY_ATTACKS = {"RandomAction": {"name": "random_action"}, "LargeNoise": {"name": "large_noise"},
                      "AvgZero": {"name": "avg_zero"}, "ALIE z=6": {"name": "alie", "params": {"z": 6.0}},
                      "IPM epsilon=4": {"name": "ipm", "params": {"epsilon": 4.0}}}
@@ -250,12 +254,29 @@ def suite(name: str, seeds: Sequence[int], budget: int | None, base: Mapping[str
     """
     if name == "stability" and budget is None:
         budget = STABILITY_BUDGET
+    if name == "lunar-attacks" and budget is None:
+        budget = LUNAR_BUDGET
 
-    def job(label: str, panel: str, **over: Any) -> list[Job]:
+    def job(label: str, panel: str, later: bool = False, **over: Any) -> list[Job]:
         merged = deep_merge(dict(base), over)
         if budget is not None:
             merged["trajectories_per_agent"] = budget
-        return [Job(label, panel, {**merged, "seed": s}) for s in seeds]
+        return [Job(label, panel, {**merged, "seed": s}, later) for s in seeds]
+
+    def resilience(env: dict[str, Any], essential: Sequence[tuple[str, str]]) -> list[Job]:
+        """The paper's resilience figure: per attack, PAGE-PG (K=1), Dec-PAGE-PG (K=13) without
+        and with f = 3 Byzantines, and DecByzPG (K=13, f=3); runs not in `essential`
+        ((algorithm, attack) pairs) go last."""
+        jobs = []
+        for attack, panel in ATTACK_LABELS.items():
+            jobs += job("PAGE-PG (K=1)", panel, True, **env, **page)
+            jobs += job("Dec-PAGE-PG (K=13, f=0)", panel, True, **env, algorithm="dec-page-pg", num_peers=13,
+                        num_byzantine=0)
+            for label, algorithm, extra in (("Dec-PAGE-PG (K=13, f=3)", "dec-page-pg", {"allow_beyond_tolerance": True}),
+                                            ("DecByzPG (K=13, f=3)", "decbyzpg", {})):
+                jobs += job(label, panel, (algorithm, attack) not in essential, **env, **extra, algorithm=algorithm,
+                            num_peers=13, num_byzantine=3, attack={"name": attack})
+        return jobs
 
     page = dict(algorithm="page-pg", num_peers=1, num_byzantine=0)
     if name == "speedup":
@@ -264,15 +285,15 @@ def suite(name: str, seeds: Sequence[int], budget: int | None, base: Mapping[str
                 + job("DecByzPG (K=13)", "CartPole", algorithm="decbyzpg", num_peers=13, num_byzantine=0))
         return jobs, "Speed-up with the number of agents (CartPole, no Byzantines)"
     if name == "attacks":
-        jobs = []
-        for attack, panel in ATTACK_LABELS.items():
-            jobs += job("PAGE-PG (K=1)", panel, **page)
-            jobs += job("Dec-PAGE-PG (K=13, f=0)", panel, algorithm="dec-page-pg", num_peers=13, num_byzantine=0)
-            jobs += job("Dec-PAGE-PG (K=13, f=3)", panel, algorithm="dec-page-pg", num_peers=13, num_byzantine=3,
-                        allow_beyond_tolerance=True, attack={"name": attack})
-            jobs += job("DecByzPG (K=13, f=3)", panel, algorithm="decbyzpg", num_peers=13, num_byzantine=3,
-                        attack={"name": attack})
+        every = [(algorithm, attack) for algorithm in ("dec-page-pg", "decbyzpg") for attack in ATTACK_LABELS]
+        jobs = [dataclasses.replace(j, later=False) for j in resilience({}, every)]  # in figure order
         return jobs, "Resilience at K = 13, f = 3 (CartPole)"
+    if name == "lunar-attacks":
+        # The paper's LunarLander figure (K = 13); DecByzPG under each attack and Dec-PAGE-PG
+        # under AvgZero (issue #14 part 4) run first, the other curves after them.
+        essential = [("decbyzpg", attack) for attack in ATTACK_LABELS] + [("dec-page-pg", "avg_zero")]
+        jobs = resilience(dict(env="LunarLander-v3", preset="paper"), essential)
+        return jobs, "Resilience at K = 13, f = 3 (LunarLander-v3, the paper's hyperparameters)"
     if name == "lunar":
         # K = 5 rather than the paper's 13: a LunarLander step costs ~100-180 us here (Box2D),
         # and every peer samples its own trajectories.

@@ -105,3 +105,17 @@ def test_stability_table_counts_reach_hold_and_names_every_miss() -> None:
     assert row["misses (seed: to 475 / last 1000)"] == "1: 2600 / 480; 2: 900 / 20; 3: never / 10"
     (none_reached,) = sweep.stability_table([(job, _summary(s, None, 10.0)) for s in range(3)])
     assert none_reached["median_trajectories_to_475"] is None and none_reached["stable"] == 0
+
+
+def test_a_suite_runs_its_essential_jobs_first_and_keeps_the_figure_order(tmp_path, monkeypatch) -> None:
+    jobs, _ = sweep.suite("lunar-attacks", [0], None, {})
+    assert {j.overrides["trajectories_per_agent"] for j in jobs} == {sweep.LUNAR_BUDGET}
+    assert [j.label for j in jobs[:4]] == ["PAGE-PG (K=1)", "Dec-PAGE-PG (K=13, f=0)", "Dec-PAGE-PG (K=13, f=3)",
+                                           "DecByzPG (K=13, f=3)"]  # the paper's legend order
+    ran = []
+    monkeypatch.setattr(sweep, "_run", lambda label, panel, overrides, directory: ran.append(
+        (overrides["algorithm"], overrides["attack"]["name"] if overrides.get("num_byzantine") else "none")) or {})
+    sweep.run_jobs(jobs, tmp_path, workers=1)
+    assert ran[:4] == [("decbyzpg", "random_action"), ("decbyzpg", "large_noise"), ("dec-page-pg", "avg_zero"),
+                       ("decbyzpg", "avg_zero")]
+    assert len(ran) == 8  # PAGE-PG and Dec-PAGE-PG without Byzantines once, shared by the three panels
