@@ -19,6 +19,7 @@ Which exchange each attack acts on (`phases`, overridable with the `phases` para
   drag            agreement; just inside the honest ball, against the last honest mean gradient
   creep           both; z honest standard deviations per coordinate along one fixed sign pattern
   overshoot       agreement; just inside the honest ball, further along the honest peers' last step
+  dissensus       agreement; pushes one half of the honest peers away from the rest, silent to the rest
   silence         both; sends nothing
   late_delivery   both; blends in, `delay` seconds late (over the wire); in process: silence
 In the phases an attack does not act on, Byzantine peers send the honest mean, so they are
@@ -382,6 +383,41 @@ class Overshoot(Attack):
         self.iteration, self.centre, self.step = state["iteration"], state["centre"], state["step"]
 
 
+class Dissensus(Attack):
+    """Keep the honest peers apart without ever equivocating: talk to one half at a time.
+
+    He, Karimireddy and Jaggi (2022) pull neighbours of a gossip graph in different
+    directions.  With signed all-to-all rounds a second version is a proof, so this
+    adversary sends each slot's one vector to one half of the honest peers only and
+    nothing to the other half, alternating the halves round by round.  The vector sits
+    `fraction` of the honest diameter from the honest centre, on the side of the addressed
+    half's own centre, so MDA keeps it and that half's average moves away from the rest
+    while the silent half's does not: the received sets differ, so honest peers that would
+    have computed identical averages no longer do.  Nothing it sends is invalid or
+    conflicting (a cross-check relays the vector to the silent half after the round closed,
+    when it is no longer used).  Written for issue #14 part 3.
+    """
+
+    name = "dissensus"
+    default_phases = (Phase.AGREEMENT,)
+    params_spec = {"fraction": float, "seed": int}
+    fraction = 0.95
+    seed = 4
+
+    def craft(self, view: RoundView) -> Messages:
+        receivers = sorted(view.receivers)
+        parity = (view.round_key.iteration + view.round_key.round) % 2
+        half = receivers[parity::2]  # alternate halves, interleaved by id
+        honest = _stack(view.honest)
+        centre = honest.mean(0)
+        addressed = [k for k in sorted(view.honest) if k in half]
+        away = (_stack({k: view.honest[k] for k in addressed}).mean(0) - centre) if addressed else np.zeros_like(centre)
+        norm = float(np.linalg.norm(away))
+        direction = away / norm if norm > 0 else _unit_direction(honest.shape[1], self.seed)
+        vec = (centre + self.fraction * _honest_diameter(honest) * direction).astype(np.float32)
+        return {b: {r: vec for r in half} for b in view.byzantine_ids}
+
+
 class Silence(Attack):
     name = "silence"
 
@@ -408,7 +444,7 @@ class LateDelivery(Attack):
 ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls
     for cls in (RandomAction, LargeNoise, AvgZero, SignFlip, ALIE, IPM, Mimic, Equivocation, MDAFooling, Drag,
-                Creep, Overshoot, Silence, LateDelivery)
+                Creep, Overshoot, Dissensus, Silence, LateDelivery)
 }
 ATTACK_NAMES = ("none", *ATTACKS)
 

@@ -121,6 +121,25 @@ def test_overshoot_pushes_agreement_further_along_the_honest_step() -> None:
     assert np.array_equal(again, vec)
 
 
+def test_dissensus_talks_to_one_half_at_a_time_inside_the_ball_and_never_equivocates() -> None:
+    dissensus = make_attack("dissensus")
+    first = dissensus.messages(view(AGREE))
+    second = dissensus.messages(view(RoundKey(4, Phase.AGREEMENT, 2)))
+    halves = [sorted(first[10]), sorted(second[10])]
+    assert halves[0] and halves[1] and not set(halves[0]) & set(halves[1])
+    assert sorted(halves[0] + halves[1]) == sorted(HONEST)  # the halves alternate and cover everyone
+    stacked = np.stack([HONEST[k] for k in sorted(HONEST)]).astype(np.float64)
+    diameter = max(np.linalg.norm(a - b) for a in stacked for b in stacked)
+    for messages, half in zip((first, second), halves):
+        vectors = {messages[b][r].tobytes() for b in BYZ for r in half}
+        assert len(vectors) == 1  # one vector per slot: nothing to prove
+        shift = messages[10][half[0]] - honest_mean()
+        assert np.linalg.norm(shift) == pytest.approx(0.95 * diameter, rel=1e-4)
+        away = stacked[half].mean(0) - stacked.mean(0)
+        assert np.dot(shift, away) > 0  # towards the addressed half's side
+    assert all(len(m) == len(HONEST) for m in make_attack("dissensus").messages(view(GRAD)).values())  # blends in
+
+
 @pytest.mark.parametrize("name, params, match", [
     ("large_noise", {"scale": "big"}, "scale"),
     ("ipm", {"epsilon": float("inf")}, "epsilon"),
