@@ -37,6 +37,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from peer.engine.agreement import pairwise_distances
+from peer.engine.mda import mda_select
 from peer.engine.config import RunConfig
 from peer.engine.errors import ConfigError
 from peer.engine.schedule import Phase, RoundKey
@@ -225,6 +226,37 @@ def _honest_diameter(honest: np.ndarray) -> float:
     return float(pairwise_distances(honest).max())
 
 
+FIT_STEPS = 12  # bisection steps of a fitted shift: 2 * diameter / 4096 resolution
+
+
+def _agreement_point(honest: np.ndarray, direction: np.ndarray, fraction: float, fit: bool,
+                     copies: int) -> np.ndarray:
+    """Where the Byzantine peers place their one agreement vector: the honest centre moved
+    along the unit `direction`.
+
+    Without `fit`, by `fraction` of the honest diameter.  With it, by the largest shift (up
+    to twice the diameter) for which MDA, run as every honest peer runs it (the honest
+    vectors plus `copies` copies of the point, q = the number of honest vectors), still
+    picks a set that contains the point: a far point is simply left out, so the best
+    point is as far as MDA tolerates, which depends on how the honest vectors spread.
+    """
+    centre = honest.mean(0)
+    diameter = _honest_diameter(honest)
+    if not fit or diameter == 0 or copies == 0:
+        return centre + fraction * diameter * direction
+    q = len(honest)
+    lo, hi = 0.0, 2.0 * diameter
+    for _ in range(FIT_STEPS):
+        mid = (lo + hi) / 2
+        rows = np.vstack([honest, np.repeat((centre + mid * direction)[None], copies, axis=0)])
+        chosen, _ = mda_select(rows, q)
+        if chosen[-1] >= q:  # a Byzantine copy is in the chosen set
+            lo = mid
+        else:
+            hi = mid
+    return centre + lo * direction
+
+
 class Equivocation(Attack):
     """Send mean + s*u to one half of the honest peers and mean - s*u to the other half.
 
@@ -271,8 +303,9 @@ class Drag(Attack):
     the honest peers' progress.
 
     It remembers the honest mean gradient of the last large-batch round (where it blends
-    in) and, in agreement rounds, sends the honest centre minus `fraction` times the honest
-    diameter along that gradient's direction.  No single vector is an outlier, MDA keeps
+    in) and, in agreement rounds, sends the honest centre moved against that gradient's
+    direction, as far as MDA still keeps it (`fit`, the default) or by `fraction` of the
+    honest diameter (`fit = false`).  No single vector is an outlier, MDA keeps
     the Byzantines in its minimum-diameter set, and every agreement round averages a small
     step against the ascent direction into every honest peer's parameters, most of all in
     the small-batch iterations, when nothing is aggregated.  Written for issue #14 part 3
@@ -281,8 +314,9 @@ class Drag(Attack):
 
     name = "drag"
     default_phases = (Phase.AGREEMENT,)
-    params_spec = {"fraction": float}
+    params_spec = {"fraction": float, "fit": bool}
     fraction = 0.95
+    fit = True
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -306,7 +340,7 @@ class Drag(Attack):
         if self.ascent is None or view.round_key.phase == Phase.GRADIENT:
             return self.blend_in(view)
         honest = _stack(view.honest)
-        vec = (honest.mean(0) - self.fraction * _honest_diameter(honest) * self.ascent).astype(np.float32)
+        vec = _agreement_point(honest, -self.ascent, self.fraction, self.fit, len(view.byzantine_ids)).astype(np.float32)
         return _same_to_all(view, {b: vec for b in view.byzantine_ids})
 
 
@@ -337,7 +371,7 @@ class Creep(Attack):
 
 
 class Overshoot(Attack):
-    """Agreement rounds: just inside the honest ball, further along the honest peers' last step.
+    """Agreement rounds: further along the honest peers' last step, as far as MDA keeps it (`fit`).
 
     It looks helpful (it points where the honest peers are going), but it lengthens
     theta_t - theta_(t-1), the step the next small-batch iteration's importance weights must
@@ -348,8 +382,9 @@ class Overshoot(Attack):
 
     name = "overshoot"
     default_phases = (Phase.AGREEMENT,)
-    params_spec = {"fraction": float}
+    params_spec = {"fraction": float, "fit": bool}
     fraction = 0.95
+    fit = True
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -373,7 +408,7 @@ class Overshoot(Attack):
         if self.step is None or view.round_key.phase == Phase.GRADIENT:
             return self.blend_in(view)
         honest = _stack(view.honest)
-        vec = (honest.mean(0) + self.fraction * _honest_diameter(honest) * self.step).astype(np.float32)
+        vec = _agreement_point(honest, self.step, self.fraction, self.fit, len(view.byzantine_ids)).astype(np.float32)
         return _same_to_all(view, {b: vec for b in view.byzantine_ids})
 
     def state_dict(self) -> dict[str, Any]:
@@ -389,9 +424,9 @@ class Dissensus(Attack):
     He, Karimireddy and Jaggi (2022) pull neighbours of a gossip graph in different
     directions.  With signed all-to-all rounds a second version is a proof, so this
     adversary sends each slot's one vector to one half of the honest peers only and
-    nothing to the other half, alternating the halves round by round.  The vector sits
-    `fraction` of the honest diameter from the honest centre, on the side of the addressed
-    half's own centre, so MDA keeps it and that half's average moves away from the rest
+    nothing to the other half, alternating the halves round by round.  The vector sits as far
+    from the honest centre as MDA keeps it (`fit`; else `fraction` of the honest diameter),
+    on the side of the addressed half's own centre, so MDA keeps it and that half's average moves away from the rest
     while the silent half's does not: the received sets differ, so honest peers that would
     have computed identical averages no longer do.  Nothing it sends is invalid or
     conflicting (a cross-check relays the vector to the silent half after the round closed,
@@ -400,9 +435,10 @@ class Dissensus(Attack):
 
     name = "dissensus"
     default_phases = (Phase.AGREEMENT,)
-    params_spec = {"fraction": float, "seed": int}
+    params_spec = {"fraction": float, "seed": int, "fit": bool}
     fraction = 0.95
     seed = 4
+    fit = True
 
     def craft(self, view: RoundView) -> Messages:
         receivers = sorted(view.receivers)
@@ -414,7 +450,7 @@ class Dissensus(Attack):
         away = (_stack({k: view.honest[k] for k in addressed}).mean(0) - centre) if addressed else np.zeros_like(centre)
         norm = float(np.linalg.norm(away))
         direction = away / norm if norm > 0 else _unit_direction(honest.shape[1], self.seed)
-        vec = (centre + self.fraction * _honest_diameter(honest) * direction).astype(np.float32)
+        vec = _agreement_point(honest, direction, self.fraction, self.fit, len(view.byzantine_ids)).astype(np.float32)
         return {b: {r: vec for r in half} for b in view.byzantine_ids}
 
 

@@ -76,7 +76,7 @@ def test_mda_fooling_stays_inside_the_honest_ball() -> None:
 def test_drag_pulls_agreement_against_the_last_honest_gradient() -> None:
     """Blends in until it has seen a gradient round, and in it; then sits inside the honest
     ball, displaced against that round's honest mean gradient."""
-    drag = make_attack("drag")
+    drag = make_attack("drag", {"fit": False})
     assert np.allclose(drag.messages(view(AGREE))[10][0], honest_mean(), atol=1e-6)  # nothing seen yet
     gradients = {k: np.full(20, 0.5, np.float32) + 0.01 * k for k in range(10)}
     msgs = drag.messages(RoundView(GRAD, gradients, sorted(gradients), BYZ, {}, np.random.default_rng(0)))
@@ -102,7 +102,7 @@ def test_creep_sits_inside_the_spread_and_always_leans_the_same_way() -> None:
 
 
 def test_overshoot_pushes_agreement_further_along_the_honest_step() -> None:
-    overshoot = make_attack("overshoot")
+    overshoot = make_attack("overshoot", {"fit": False})
     start = {k: np.zeros(20, np.float32) for k in range(10)}
     before = overshoot.messages(RoundView(RoundKey(3, Phase.AGREEMENT, 1), start, sorted(start), BYZ, {},
                                           np.random.default_rng(0)))
@@ -115,14 +115,14 @@ def test_overshoot_pushes_agreement_further_along_the_honest_step() -> None:
     shift = vec - centre
     assert np.linalg.norm(shift) == pytest.approx(0.95 * diameter, rel=1e-4)
     assert np.dot(shift, centre) / (np.linalg.norm(shift) * np.linalg.norm(centre)) == pytest.approx(1.0, abs=1e-5)
-    restored = make_attack("overshoot")
+    restored = make_attack("overshoot", {"fit": False})
     restored.load_state_dict(overshoot.state_dict())  # what an in-process checkpoint keeps
     again = restored.messages(RoundView(AGREE, moved, sorted(moved), BYZ, {}, np.random.default_rng(0)))[10][0]
     assert np.array_equal(again, vec)
 
 
 def test_dissensus_talks_to_one_half_at_a_time_inside_the_ball_and_never_equivocates() -> None:
-    dissensus = make_attack("dissensus")
+    dissensus = make_attack("dissensus", {"fit": False})
     first = dissensus.messages(view(AGREE))
     second = dissensus.messages(view(RoundKey(4, Phase.AGREEMENT, 2)))
     halves = [sorted(first[10]), sorted(second[10])]
@@ -138,6 +138,28 @@ def test_dissensus_talks_to_one_half_at_a_time_inside_the_ball_and_never_equivoc
         away = stacked[half].mean(0) - stacked.mean(0)
         assert np.dot(shift, away) > 0  # towards the addressed half's side
     assert all(len(m) == len(HONEST) for m in make_attack("dissensus").messages(view(GRAD)).values())  # blends in
+
+
+def test_a_fitted_agreement_vector_is_as_far_out_as_mda_keeps_it() -> None:
+    from adversary.attacks import _agreement_point
+    from peer.engine.mda import mda_select
+
+    honest = np.stack([HONEST[k] for k in sorted(HONEST)]).astype(np.float64)
+    direction = np.zeros(20)
+    direction[0] = 1.0
+    q = len(honest)
+
+    def kept(point: np.ndarray) -> bool:
+        return mda_select(np.vstack([honest, np.repeat(point[None], 3, axis=0)]), q)[0][-1] >= q
+
+    fitted = _agreement_point(honest, direction, 0.95, True, 3)
+    shift = float(np.linalg.norm(fitted - honest.mean(0)))
+    assert shift > 0 and kept(fitted)
+    assert not kept(honest.mean(0) + 1.05 * shift * direction)  # a little further: left out
+    fixed = _agreement_point(honest, direction, 0.95, False, 3)
+    assert not kept(fixed)  # 0.95 of the diameter is too far for MDA here: why `fit` is the default
+    same = np.repeat(honest[:1], q, axis=0)
+    assert np.array_equal(_agreement_point(same, direction, 0.95, True, 3), same[0])  # no spread, no room
 
 
 @pytest.mark.parametrize("name, params, match", [
