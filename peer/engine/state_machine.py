@@ -147,6 +147,11 @@ class PeerStateMachine:
                 started = time.perf_counter()
                 if not self.centralized or self.is_server:
                     v = self._aggregate(v.numpy(), received, t, report)
+                    if not large and not report.restarted and self.cfg.estimator.drift_clip > 0:
+                        # aggregated in a small-batch step (aggregation.every_iteration): the
+                        # trust region holds for what is used, so Byzantine vectors cannot
+                        # carry v further from v_L than honest noise could
+                        v = self._clip_drift(v, t)
                 # a ByzPG worker keeps its own estimate; the server's model replaces the result
                 continue
             if not stepped:
@@ -200,10 +205,16 @@ class PeerStateMachine:
         if e.correction_clip > 0:
             correction = estimators.cap_norm(correction, e.correction_clip * anchor_norm)
         v = self.v + correction
-        if e.drift_clip > 0:
-            drift = v - self.anchor
-            if float(drift.norm()) > e.drift_clip * anchor_norm:  # else v as it is (no rounding)
-                v = self.anchor + estimators.cap_norm(drift, e.drift_clip * anchor_norm)
+        return self._clip_drift(v, t) if e.drift_clip > 0 else v
+
+    def _clip_drift(self, v: torch.Tensor, t: int) -> torch.Tensor:
+        """v_L + cap(v - v_L, drift_clip ||v_L||): the recursion's trust region around its anchor."""
+        if self.anchor is None:
+            raise RuntimeError(f"iteration {t}: the clips need v of the last large batch (missing checkpoint?)")
+        limit = self.cfg.estimator.drift_clip * float(self.anchor.norm())
+        drift = v - self.anchor
+        if float(drift.norm()) > limit:  # else v as it is (no rounding)
+            v = self.anchor + estimators.cap_norm(drift, limit)
         return v
 
     def _commit_step(self, theta_t: torch.Tensor, v: torch.Tensor) -> None:

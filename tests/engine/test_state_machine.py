@@ -156,6 +156,29 @@ def test_a_restored_machine_with_stabilisers_continues_bit_identically() -> None
     assert np.array_equal(original.theta(), restored.theta())
 
 
+@pytest.mark.parametrize("drift_clip", [0.1, 0.0])
+def test_drift_clip_also_bounds_v_aggregated_in_a_small_batch_step(drift_clip: float) -> None:
+    """With aggregation.every_iteration the trust region holds for the aggregate, not only for
+    the peer's own v: vectors from others (here a plain mean over far-off ones) cannot carry v
+    further than drift_clip ||v_L|| from v_L.  Without the clip they do (the test can fail)."""
+    cfg = build_config({**SMALL, "num_byzantine": 1, "aggregation": {"rule": "mean", "every_iteration": True},
+                        "agreement": {"rule": "none", "rounds": 0},
+                        "estimator": {**SMALL["estimator"], "drift_clip": drift_clip}}, in_process=False)
+    machine = PeerStateMachine(cfg, 0, cfg.genesis_hash())
+    dim = machine.theta().size
+    rng = np.random.default_rng(0)
+    beyond = small = 0
+    for _ in range(20):
+        (report,) = run_alone(machine, 1, lambda out: {s: rng.normal(0, 3, dim).astype(np.float32) for s in (1, 2, 3, 4)})
+        if report.large_batch:
+            continue
+        small += 1
+        drift = float((machine.v - machine.anchor).norm())
+        beyond += drift > 0.1 * float(machine.anchor.norm()) * (1 + 1e-5)
+    assert small > 0
+    assert (beyond == 0) if drift_clip else (beyond > 0)
+
+
 def _drive(machine: PeerStateMachine, others: dict[int, np.ndarray], iterations: int) -> list:
     """Run `machine` for some iterations, every other peer sending the same fixed vector each round."""
     reports, seen = [], []
