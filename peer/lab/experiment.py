@@ -84,18 +84,22 @@ def run_experiment(cfg: RunConfig, out_dir: Path, progress: ProgressFn | None = 
         raise
     writer = ResultsWriter(out_dir, cfg, keep_metrics=resume)
     writer.metrics.truncate(run.t)  # rows past the checkpoint are recomputed, identically
-    started = time.perf_counter()
+    identity = _identity(cfg)
+
+    def save() -> float:
+        save_checkpoint(checkpoint, {"identity": identity, "run": run.state_dict()})
+        return time.perf_counter()
+
+    started = saved = time.perf_counter()
     interrupted = False
     try:
-        saved = time.perf_counter()
         for row in run.iterate(cfg.trajectories_per_agent):
             writer.add(row)
             if time.perf_counter() - saved >= checkpoint_seconds:
-                save_checkpoint(checkpoint, {"identity": _identity(cfg), "run": run.state_dict()})
-                saved = time.perf_counter()
+                saved = save()
             if progress is not None:
                 progress(row)
-        save_checkpoint(checkpoint, {"identity": _identity(cfg), "run": run.state_dict()})
+        save()
     except KeyboardInterrupt:  # mid-iteration state is not saved: the last checkpoint stands
         interrupted = True
     finally:

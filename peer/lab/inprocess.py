@@ -48,7 +48,7 @@ class InProcessRun:
         return self.peers[self.honest_ids[0]].t
 
     def next_batch_size(self) -> int:
-        return self.schedule.batch_size(self.peers[self.honest_ids[0]].t)
+        return self.schedule.batch_size(self.t)
 
     def step(self) -> list[IterationReport]:
         """One iteration at every peer: run the programs round by round until all return."""
