@@ -27,6 +27,7 @@ from peer.engine.fields import as_bool, as_choice, as_float, as_int, check_keys,
 
 ALGORITHMS = ("decbyzpg", "dec-page-pg", "byzpg", "page-pg")
 ACTIVATIONS = ("relu", "tanh")
+OUTPUT_ACTIVATIONS = ("none", "tanh")
 IMPORTANCE_MODES = ("trajectory", "per_decision")
 
 
@@ -116,6 +117,10 @@ class PolicyConfig:
     hidden: tuple[int, ...] = (16, 16)
     activation: str = "relu"
     init_log_std: float = -0.5  # Gaussian policies only
+    # "tanh" squashes the output layer as the paper's policies do (its Table 1): logits in
+    # [-1, 1] cap an action's probability (0.881 with 2 actions, 0.711 with 4), which keeps
+    # exploring.  Off by default: CartPole's 500 needs a near-deterministic policy.
+    output_activation: str = "none"
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,7 @@ class EstimatorConfig:
     importance: str = "per_decision"
     log_weight_clip: float = 0.0  # 0 = no truncation of log importance weights
     # Stabilisers of the PAGE recursion (issue #14); each is off at 0 and then left out of
-    # the genesis hash (STABILISER_OFF), so runs that do not use them keep their hash.
+    # the genesis hash (HASHED_WHEN_SET), so runs that do not use them keep their hash.
     correction_clip: float = 0.0  # lambda > 0: ||correction|| <= lambda * ||v_L|| (v_L: v after the last large batch)
     drift_clip: float = 0.0  # rho > 0: ||v_t - v_L|| <= rho * ||v_L||, v_t kept in a ball around v_L
     restart_ess: float = 0.0  # r > 0: a small batch whose whole-trajectory weights have ESS/B < r is replaced
@@ -143,12 +148,16 @@ class EstimatorConfig:
     max_small_steps: int = 0  # m > 0: x_t = 1 after m small-batch iterations in a row (common to all peers)
 
 
-# The stabilisers' "off" values.  RunConfig.to_dict (and so the genesis hash, the recorded
-# config.toml and run files) leaves a stabiliser out while it is off: a configuration that
-# does not use it hashes exactly as before the option existed, so its coin, theta_0 and
-# streams, and every number measured with it, are unchanged.  Set to anything else, it is
-# hashed like every other field, and peers given different values cannot mix.
-STABILISER_OFF: dict[str, Any] = {"correction_clip": 0.0, "drift_clip": 0.0, "restart_ess": 0.0, "max_small_steps": 0}
+# Options added after runs had been measured, with their "off" values.  RunConfig.to_dict
+# (and so the genesis hash, the recorded config.toml and run files) leaves such an option
+# out while it is off: a configuration that does not use it hashes exactly as before the
+# option existed, so its coin, theta_0 and streams, and every number measured with it, are
+# unchanged.  Set to anything else, it is hashed like every other field, and peers given
+# different values cannot mix.
+HASHED_WHEN_SET: dict[str, dict[str, Any]] = {
+    "policy": {"output_activation": "none"},
+    "estimator": {"correction_clip": 0.0, "drift_clip": 0.0, "restart_ess": 0.0, "max_small_steps": 0},
+}
 
 
 @dataclass(frozen=True)
@@ -204,9 +213,10 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for key, off in STABILISER_OFF.items():
-            if data["estimator"][key] == off:
-                del data["estimator"][key]
+        for section, options in HASHED_WHEN_SET.items():
+            for name, off in options.items():
+                if data[section][name] == off:
+                    del data[section][name]
         data["attack"]["params"] = dict(self.attack.params)
         data["policy"]["hidden"] = list(self.policy.hidden)
         return data
@@ -289,6 +299,8 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
         hidden=tuple(hidden),
         activation=as_choice("policy.activation", p.get("activation", PolicyConfig.activation), ACTIVATIONS),
         init_log_std=as_float("policy.init_log_std", p.get("init_log_std", PolicyConfig.init_log_std), -10, 10),
+        output_activation=as_choice("policy.output_activation",
+                                    p.get("output_activation", PolicyConfig.output_activation), OUTPUT_ACTIVATIONS),
     )
     o = section("optimizer", OptimizerConfig)
     optimizer = OptimizerConfig(

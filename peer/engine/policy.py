@@ -22,23 +22,30 @@ from peer.engine.errors import ConfigError
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
-def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
+def _mlp(sizes: list[int], cfg: PolicyConfig) -> nn.Sequential:
+    """Linear layers with cfg.activation between them and cfg.output_activation after the last.
+
+    The output squash has no parameters, so theta_0 and the flat layout are the same with or
+    without it.
+    """
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(fan_in, fan_out))
         if i < len(sizes) - 2:
-            layers.append(_ACTIVATIONS[activation]())
+            layers.append(_ACTIVATIONS[cfg.activation]())
+    if cfg.output_activation != "none":
+        layers.append(_ACTIVATIONS[cfg.output_activation]())
     return nn.Sequential(*layers)
 
 
 class CategoricalPolicy(nn.Module):
-    """Plain logits (no output Tanh: it would cap every action probability at 0.881)."""
+    """Plain logits by default; `output_activation = "tanh"` restores the paper's squashed ones."""
 
     discrete = True
 
     def __init__(self, obs_dim: int, num_actions: int, cfg: PolicyConfig) -> None:
         super().__init__()
-        self.net = _mlp([obs_dim, *cfg.hidden, num_actions], cfg.activation)
+        self.net = _mlp([obs_dim, *cfg.hidden, num_actions], cfg)
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         logits = self.net(obs)
@@ -60,7 +67,7 @@ class GaussianPolicy(nn.Module):
 
     def __init__(self, obs_dim: int, action_dim: int, cfg: PolicyConfig) -> None:
         super().__init__()
-        self.net = _mlp([obs_dim, *cfg.hidden, action_dim], cfg.activation)
+        self.net = _mlp([obs_dim, *cfg.hidden, action_dim], cfg)
         self.log_std = nn.Parameter(torch.full((action_dim,), float(cfg.init_log_std)))
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ def test_defaults_follow_the_environment_and_algorithm() -> None:
     ({"optimizer": {"step_size": float("nan")}}, "optimizer.step_size"),
     ({"policy": {"hidden": []}}, "policy.hidden"),
     ({"policy": {"activation": "gelu"}}, "policy.activation"),
+    ({"policy": {"output_activation": "relu"}}, "policy.output_activation"),
     ({"aggregation": {"rule": "average"}}, "aggregation.rule"),
     ({"aggregation": {"rule": "rfa", "bucket_size": 1}}, "aggregation.bucket_size"),  # would be ignored
     ({"aggregation": {"rule": "bucketing+rfa", "bucket_size": 0}}, "aggregation.bucket_size"),
@@ -160,3 +161,13 @@ def test_stabilisers_survive_the_written_config() -> None:
     cfg = build_config({"estimator": STABILISERS})
     assert build_config(cfg.to_dict()) == cfg
     assert build_config(build_config({}).to_dict()) == build_config({})
+
+
+def test_output_squash_is_hashed_only_when_on() -> None:
+    """policy.output_activation came after runs were measured: "none" leaves the hash as it was."""
+    default = build_config({})
+    assert "output_activation" not in default.to_dict()["policy"]
+    assert build_config({"policy": {"output_activation": "none"}}).genesis_hash() == default.genesis_hash()
+    squashed = build_config({"policy": {"output_activation": "tanh"}})
+    assert squashed.genesis_hash() != default.genesis_hash()
+    assert build_config(squashed.to_dict()) == squashed
