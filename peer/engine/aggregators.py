@@ -20,6 +20,12 @@ Why the choices below:
   iteration). Bucketing (Karimireddy et al., 2022) averages random buckets of s inputs
   first, which lowers the variance among good inputs (making RFA and Krum (delta,c)-robust
   for heterogeneous inputs) at the price of multiplying the Byzantine fraction by up to s.
+- Nearest-neighbour mixing (Allouah et al., 2023) replaces each input by the mean of its
+  n - f nearest inputs first.  A rule's error under attack is of the order of the spread of
+  its good inputs; after mixing, every good row is a mean over n - f inputs of which at
+  most f are bad, so that spread shrinks, and with it what f consistent outliers can pull
+  (RFA's pull towards far outliers does not fade with their distance; after mixing, the
+  good rows nearly coincide and outvote them).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ __all__ = [
     "Krum",
     "Mean",
     "MultiKrum",
+    "NearestNeighborMixing",
     "RFA",
     "TrimmedMean",
     "make_aggregator",
@@ -394,6 +401,36 @@ class Bucketing(Aggregator):
         return self.inner(means, rng)
 
 
+NNM_PREFIX = "nnm+"
+
+
+class NearestNeighborMixing(Aggregator):
+    """Nearest-neighbour mixing (Allouah, Farhadkhani, Guerraoui, Gupta, Pinot, Stephan, 2023).
+
+    Each row i becomes the mean of the k = max(1, n - f) rows nearest to it (itself
+    included; ties go to the lower sender id, and each mean sums its rows in sender order,
+    so every process gets the same bits), then ``inner`` aggregates the mixed rows.  With
+    n > 2f, at least n - 2f of the k rows mixed into any row are good, which is what bounds
+    the mixed good rows' spread by a fraction of the original one (the paper's
+    (f, kappa)-robustness with kappa of order f / n for RFA, Krum and the others).
+    """
+
+    def __init__(self, inner: Aggregator, f: int) -> None:
+        self.inner = inner
+        self.f = _check_f(f)
+        self.name = f"{NNM_PREFIX}{getattr(inner, 'name', type(inner).__name__)}"
+
+    def _aggregate(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n = x.shape[0]
+        k = max(1, n - self.f)
+        distances = pairwise_sq_distances(x)
+        mixed = np.empty_like(x)
+        for i in range(n):
+            nearest = np.sort(np.argsort(distances[i], kind="stable")[:k])
+            mixed[i] = x[nearest].mean(axis=0)
+        return self.inner(mixed, rng)
+
+
 # --------------------------------------------------------------------------- factory
 
 _BASE: dict[str, tuple[Callable[..., Aggregator], tuple[str, ...], bool]] = {
@@ -408,15 +445,18 @@ _BASE: dict[str, tuple[Callable[..., Aggregator], tuple[str, ...], bool]] = {
 }
 
 
-AGGREGATOR_NAMES: tuple[str, ...] = tuple(_BASE) + tuple(BUCKETING_PREFIX + b for b in _BASE)
+AGGREGATOR_NAMES: tuple[str, ...] = (tuple(_BASE) + tuple(BUCKETING_PREFIX + b for b in _BASE)
+                                     + tuple(NNM_PREFIX + b for b in _BASE if b != "mean"))
 
 
 def make_aggregator(name: str, f: int, **params: Any) -> Aggregator:
     """Build the aggregator called ``name`` for up to ``f`` Byzantine inputs.
 
-    ``name`` is one of ``AGGREGATOR_NAMES``: a base rule, or ``"bucketing+<base>"`` which
-    accepts ``bucket_size`` (default 2) on top of the base rule's own parameters. The inner
-    rule keeps the same f: each Byzantine input contaminates at most one bucket. Rules that
+    ``name`` is one of ``AGGREGATOR_NAMES``: a base rule, ``"bucketing+<base>"`` which
+    accepts ``bucket_size`` (default 2) on top of the base rule's own parameters, or
+    ``"nnm+<base>"`` (nearest-neighbour mixing before the base rule, which mixes n - f
+    rows each). The inner rule keeps the same f: each Byzantine input contaminates at most
+    one bucket, and after mixing at most f rows lie beyond the good rows' mixed spread. Rules that
     do not use f (mean, median, rfa, centered_clipping) ignore it. Parameters with value
     None are treated as absent (their default applies). Unknown names or parameters raise
     ValueError.
@@ -427,9 +467,12 @@ def make_aggregator(name: str, f: int, **params: Any) -> Aggregator:
     key = name.strip().lower()
     params = {k: v for k, v in params.items() if v is not None}
     bucket_size = None
+    mixing = key.startswith(NNM_PREFIX)
     if uses_bucketing(key):
         bucket_size = params.pop("bucket_size", DEFAULT_BUCKET_SIZE)
         base = key[len(BUCKETING_PREFIX) :]
+    elif mixing:
+        base = key[len(NNM_PREFIX) :]
     else:
         base = key
     if base not in _BASE:
@@ -440,6 +483,8 @@ def make_aggregator(name: str, f: int, **params: Any) -> Aggregator:
         ok = ", ".join(accepted + (("bucket_size",) if bucket_size is not None else ())) or "none"
         raise ValueError(f"aggregator {name!r}: unknown parameter(s) {', '.join(unknown)}; accepted: {ok}")
     inner = ctor(f, **params) if takes_f else ctor(**params)
+    if mixing:
+        return NearestNeighborMixing(inner, f)
     if bucket_size is None:
         return inner
     return Bucketing(inner, bucket_size=bucket_size)

@@ -903,6 +903,8 @@ def _aggregator_cases() -> list[tuple[str, str, int, dict[str, Any], np.ndarray]
         ("bucketing+mean s=2", "bucketing+mean", 2, {"bucket_size": 2}, x),
         ("bucketing+rfa s=2", "bucketing+rfa", 2, {"bucket_size": 2}, x),
         ("bucketing+krum s=3 (3 means: outside Krum's n > 2f + 2)", "bucketing+krum", 1, {"bucket_size": 3}, x),
+        ("nnm+rfa f=2 (each row: the mean of its n - f nearest)", "nnm+rfa", 2, {}, x),
+        ("nnm+median f=1", "nnm+median", 1, {}, x),
     ]
 
 
@@ -936,7 +938,10 @@ def _aggregators_document() -> dict[str, Any]:
                   "choice depends on the order of the sum over coordinates (numpy: pairwise for d > 8) only "
                   "at near-ties. rfa and centered_clipping iterate over such sums and rfa stops at tol times "
                   "the inputs' spread, so another summation order can move their output by about 1e-10 "
-                  "relative to that spread. " + FLOAT_NOTE,
+                  "relative to that spread. nnm+<rule> first replaces row i by the mean of the n - f rows "
+                  "nearest to it (squared distances from explicit differences; row i itself included; ties "
+                  "to the lower row; the chosen rows added in increasing row order, then divided), and gives "
+                  "the mixed rows, in row order, to the inner rule. " + FLOAT_NOTE,
         "cases": cases,
     }
 

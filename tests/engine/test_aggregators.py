@@ -17,6 +17,7 @@ from peer.engine.aggregators import (
     Krum,
     Mean,
     MultiKrum,
+    NearestNeighborMixing,
     TrimmedMean,
     make_aggregator,
 )
@@ -397,6 +398,42 @@ def test_bucketing_known_buckets() -> None:
     means = np.stack([xp[0:3].mean(axis=0), xp[3:6].mean(axis=0), xp[6:7].mean(axis=0)])
     out = Bucketing(CoordinateWiseMedian(), bucket_size=3)(x, np.random.default_rng(21))
     np.testing.assert_array_equal(out, np.median(means, axis=0))
+
+
+# --------------------------------------------------------------------------- nearest-neighbour mixing
+
+
+def test_nnm_known_example() -> None:
+    """n = 4, f = 1: each row becomes the mean of its 3 nearest rows (itself included)."""
+    x = np.array([[0.0], [1.0], [3.0], [10.0]])
+    mixed = np.array([[4 / 3], [4 / 3], [4 / 3], [14 / 3]])  # 10's nearest are 10, 3, 1
+    out = NearestNeighborMixing(CoordinateWiseMedian(), 1)(x, rng0())
+    np.testing.assert_array_equal(out, np.median(mixed, axis=0))
+    assert make_aggregator("nnm+median", 1).name == "nnm+median"
+
+
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 9), d=st.integers(1, 5))
+@FAST
+def test_nnm_extremes(seed: int, n: int, d: int) -> None:
+    """f = 0 mixes every row into the mean; f >= n - 1 leaves each row alone."""
+    x = gaussian(seed, n, d)
+    np.testing.assert_allclose(make_aggregator("nnm+median", 0)(x, rng0()), x.mean(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(NearestNeighborMixing(CoordinateWiseMedian(), n - 1)(x, rng0()),
+                                  CoordinateWiseMedian()(x, rng0()))
+
+
+@pytest.mark.parametrize("inner", ["rfa", "krum", "centered_clipping"])
+def test_nnm_removes_the_pull_of_consistent_far_outliers(inner: str) -> None:
+    """Three colluders far in one direction pull RFA's output by a fixed fraction of the honest
+    spread, however far they are; after mixing, every honest row is the honest mean, and the
+    rules return it (RandomAction's gradients at LunarLander's plateau look like this)."""
+    rng = np.random.default_rng(4)
+    honest = rng.standard_normal((10, 50))
+    x = np.concatenate([honest, np.tile(np.r_[100.0, np.zeros(49)], (3, 1))])
+    truth = honest.mean(axis=0)
+    plain = float(np.linalg.norm(make_aggregator(inner, 3)(x, rng0()) - truth))
+    mixed = float(np.linalg.norm(make_aggregator("nnm+" + inner, 3)(x, rng0()) - truth))
+    assert mixed < 1e-6 < 0.05 * plain, (inner, plain, mixed)
 
 
 def test_single_input_is_returned_by_every_rule() -> None:
