@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from peer.engine import ENGINE_REVISION
 from peer.engine.errors import RunStateError
 from peer.lab.matrix import summarize_rows
-from peer.lab.sweep import markdown_table
+from peer.lab.sweep import PAPER_FINAL_RETURNS, markdown_table
 from peer.net.files import atomic_write
 
 GOAL_TRAJECTORIES = 2500
@@ -60,6 +60,20 @@ def goal_checks(rows: list[dict[str, Any]], budget: int | None = None) -> list[s
                 f"{median} trajectories per agent; worst seed's mean return over the last 1,000 trajectories "
                 f"{tail:.1f}; goal (<= {GOAL_TRAJECTORIES} and >= {GOAL_TAIL_RETURN:.0f}) {verdict}")
     return lines
+
+
+def paper_comparison(title: str, rows: list[dict[str, Any]]) -> list[str]:
+    """The paper's final returns (read off its figure) beside ours, for suites that reproduce one."""
+    paper = PAPER_FINAL_RETURNS.get(title)
+    if not paper:
+        return []
+    table = [{"panel": row["panel"], "configuration": row["configuration"],
+              "paper (read off its figure)": paper.get((row["panel"], row["configuration"]), "not in the figure"),
+              "ours: median final return": row["median_final_return"],
+              "ours: median last 1000 return": row["median_last_1000_return"], "seeds": row["seeds"]}
+             for row in rows]
+    return ["Final returns beside the paper's (its curves are the mean of 10 runs, ours the median of the "
+            "seeds run):", "", markdown_table(table), ""]
 
 
 def _bench_section(bench: dict[str, Any]) -> list[str]:
@@ -177,6 +191,7 @@ def write_report(sweeps: Sequence[Path], out: Path, bench: str | None = None,
             target = figures / f"{sweep.name}-{png.name}"
             shutil.copyfile(png, target)
             lines += [f"![{title}](figures/{target.name})", ""]
+        lines += paper_comparison(title, rows)
         checks = goal_checks(rows, _budget(sweep))
         if checks:
             lines += ["Checks computed from the runs:", "", *checks, ""]

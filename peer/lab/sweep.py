@@ -232,6 +232,22 @@ ATTACK_LABELS = {"random_action": "RandomAction", "large_noise": "LargeNoise", "
 # trajectories per agent and holds at least STABLE_HOLD over its last 1,000
 STABLE_REACH_BY, STABLE_HOLD, STABILITY_BUDGET = 2500, 450.0, 3000
 LUNAR_BUDGET = 8000  # the paper's LunarLander figure's x-axis
+LUNAR_ATTACKS_TITLE = "Resilience at K = 13, f = 3 (LunarLander-v3, the paper's hyperparameters)"
+
+# Final returns at 8,000 trajectories read off the paper's LunarLander figure (K = 13,
+# mean of its 10 runs; ../shared/reference/lunar.png), to within about 5.  Dec-PAGE-PG
+# with Byzantines under RandomAction fell below the plot's -300 floor after ~2,500
+# trajectories, so only an upper bound is known.
+PAPER_FINAL_RETURNS: dict[str, dict[tuple[str, str], str]] = {
+    LUNAR_ATTACKS_TITLE: {
+        ("RandomAction", "PAGE-PG (K=1)"): "-20", ("RandomAction", "Dec-PAGE-PG (K=13, f=0)"): "+33",
+        ("RandomAction", "Dec-PAGE-PG (K=13, f=3)"): "below -300", ("RandomAction", "DecByzPG (K=13, f=3)"): "+42",
+        ("LargeNoise", "PAGE-PG (K=1)"): "-20", ("LargeNoise", "Dec-PAGE-PG (K=13, f=0)"): "+33",
+        ("LargeNoise", "Dec-PAGE-PG (K=13, f=3)"): "-117", ("LargeNoise", "DecByzPG (K=13, f=3)"): "+80",
+        ("AvgZero", "PAGE-PG (K=1)"): "-20", ("AvgZero", "Dec-PAGE-PG (K=13, f=0)"): "+33",
+        ("AvgZero", "Dec-PAGE-PG (K=13, f=3)"): "-275", ("AvgZero", "DecByzPG (K=13, f=3)"): "0",
+    },
+}
 STABILITY_ATTACKS = {"RandomAction": {"name": "random_action"}, "LargeNoise": {"name": "large_noise"},
                      "AvgZero": {"name": "avg_zero"}, "ALIE z=6": {"name": "alie", "params": {"z": 6.0}},
                      "IPM epsilon=4": {"name": "ipm", "params": {"epsilon": 4.0}}}
@@ -293,7 +309,7 @@ def suite(name: str, seeds: Sequence[int], budget: int | None, base: Mapping[str
         # under AvgZero (issue #14 part 4) run first, the other curves after them.
         essential = [("decbyzpg", attack) for attack in ATTACK_LABELS] + [("dec-page-pg", "avg_zero")]
         jobs = resilience(dict(env="LunarLander-v3", preset="paper"), essential)
-        return jobs, "Resilience at K = 13, f = 3 (LunarLander-v3, the paper's hyperparameters)"
+        return jobs, LUNAR_ATTACKS_TITLE
     if name == "lunar":
         # K = 5 rather than the paper's 13: a LunarLander step costs ~100-180 us here (Box2D),
         # and every peer samples its own trajectories.

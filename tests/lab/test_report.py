@@ -45,3 +45,18 @@ def test_a_sweep_measured_by_older_arithmetic_is_flagged(tmp_path) -> None:
     summary_path.write_text(json.dumps({**summary, "engine_revision": ENGINE_REVISION - 1}))
     write_report([out], tmp_path / "docs" / "RESULTS.md")
     assert f"Measured with engine revision {ENGINE_REVISION - 1}" in (tmp_path / "docs" / "RESULTS.md").read_text()
+
+
+def test_the_lunar_figure_is_set_beside_the_papers_final_values() -> None:
+    from peer.lab.report import paper_comparison
+    from peer.lab.sweep import LUNAR_ATTACKS_TITLE
+
+    rows = [{"panel": "AvgZero", "configuration": "DecByzPG (K=13, f=3)", "median_final_return": -12.5,
+             "median_last_1000_return": -20.0, "seeds": 2},
+            {"panel": "AvgZero", "configuration": "DecByzPG (K=13, f=3), nnm+rfa", "median_final_return": 5.0,
+             "median_last_1000_return": 1.0, "seeds": 2}]
+    lines = paper_comparison(LUNAR_ATTACKS_TITLE, rows)
+    table = "\n".join(lines)
+    assert "| AvgZero | DecByzPG (K=13, f=3) | 0 | -12.5 | -20.0 | 2 |" in table
+    assert "| AvgZero | DecByzPG (K=13, f=3), nnm+rfa | not in the figure | 5 | 1 | 2 |" in table
+    assert paper_comparison("Resilience at K = 13, f = 3 (CartPole)", rows) == []
