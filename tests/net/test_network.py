@@ -30,6 +30,15 @@ def test_network_run_is_bit_identical_to_in_process(tmp_path, algorithm: str, at
                                           attack)
 
 
+def test_candidate_default_options_are_bit_identical_over_the_network(tmp_path) -> None:
+    """Nearest-neighbour mixing, v_t aggregated in every iteration, the drift clip and forced large
+    batches (issue #14's candidate default) follow the same rules in the daemon as in process."""
+    estimator = {**SMALL["estimator"], "drift_clip": 0.5, "max_small_steps": 2}
+    assert_network_run_matches_in_process(tmp_path, {**SMALL, "estimator": estimator,
+                                                     "aggregation": {"rule": "nnm+rfa", "every_iteration": True}},
+                                          "avg_zero")
+
+
 def assert_network_run_matches_in_process(tmp_path, setting: dict, attack: str, tls: bool = False) -> None:
     """Four honest daemons and one Byzantine on loopback: every honest peer's parameters after
     every iteration equal the in-process engine's, bit for bit."""
