@@ -466,18 +466,11 @@ def make_aggregator(name: str, f: int, **params: Any) -> Aggregator:
         raise ValueError(f"aggregator name must be a string, got {name!r}")
     key = name.strip().lower()
     params = {k: v for k, v in params.items() if v is not None}
-    bucket_size = None
-    mixing = key.startswith(NNM_PREFIX)
-    if uses_bucketing(key):
-        bucket_size = params.pop("bucket_size", DEFAULT_BUCKET_SIZE)
-        base = key[len(BUCKETING_PREFIX) :]
-    elif mixing:
-        base = key[len(NNM_PREFIX) :]
-    else:
-        base = key
-    if base not in _BASE:
+    if key not in AGGREGATOR_NAMES:  # the one list: the factory builds exactly what configs accept
         raise ValueError(f"unknown aggregator {name!r}; valid names: {', '.join(AGGREGATOR_NAMES)}")
-    ctor, accepted, takes_f = _BASE[base]
+    bucket_size = params.pop("bucket_size", DEFAULT_BUCKET_SIZE) if uses_bucketing(key) else None
+    mixing = key.startswith(NNM_PREFIX)
+    ctor, accepted, takes_f = _BASE[key.rpartition("+")[2]]  # the base rule, after any prefix
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         ok = ", ".join(accepted + (("bucket_size",) if bucket_size is not None else ())) or "none"

@@ -57,6 +57,8 @@ def test_unknown_name_lists_valid_names() -> None:
         make_aggregator("bucketing+foo", 1)
     with pytest.raises(ValueError, match="unknown aggregator"):
         make_aggregator("bucketing+bucketing+rfa", 1)
+    with pytest.raises(ValueError, match="unknown aggregator"):
+        make_aggregator("nnm+mean", 1)  # not in AGGREGATOR_NAMES, so configs refuse it too
 
 
 def test_factory_parameters() -> None:
