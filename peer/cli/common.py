@@ -52,7 +52,9 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                                  "space; the paper's presets for CartPole-v1, LunarLander-v3, Pendulum-v1, "
                                  "LunarLanderContinuous-v3 (docs/ALGORITHM.md)")
     p.add_argument("--algorithm", help="decbyzpg, dec-page-pg, byzpg or page-pg")
-    p.add_argument("--preset", help="tuned (default) or paper (the paper's estimator settings)")
+    p.add_argument("--preset", help="tuned (default: baseline, per-decision weights, drift clip, forced large "
+                                    "batches, v aggregated every iteration; docs/TUNING.md) or paper (the paper's "
+                                    "estimator and Algorithm 2's local small-batch steps)")
     p.add_argument("--trajectories", type=int, metavar="N", help="budget: trajectories per agent")
     p.add_argument("--allow-beyond-tolerance", action="store_true",
                    help="run even if there are more Byzantines than the algorithm tolerates")

@@ -96,9 +96,15 @@ def env_preset(env_id: Any) -> dict[str, dict[str, Any]]:
     return deep_merge(GENERIC_PRESET, {"estimator": {"horizon": horizon}})
 
 
+# "tuned" is the default and the dataclass defaults below; "paper" turns every addition off.
+# The stabilisers and every-iteration aggregation joined "tuned" in engine revision 2's
+# stop 13 (docs/TUNING.md, "The default"); a run measured before that is reproduced with
+# --set aggregation.every_iteration=false --set estimator.drift_clip=0 --set estimator.max_small_steps=0.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "paper": {"estimator": {"baseline": False, "importance": "trajectory"}},
-    "tuned": {"estimator": {"baseline": True, "importance": "per_decision"}},
+    "paper": {"estimator": {"baseline": False, "importance": "trajectory", "drift_clip": 0.0, "max_small_steps": 0},
+              "aggregation": {"every_iteration": False}},
+    "tuned": {"estimator": {"baseline": True, "importance": "per_decision", "drift_clip": 0.5, "max_small_steps": 8},
+              "aggregation": {"every_iteration": True}},
 }
 
 
@@ -107,7 +113,8 @@ ALGORITHM_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "decbyzpg": {},
     "dec-page-pg": {"aggregation": {"rule": "mean", "every_iteration": True},
                     "agreement": {"rule": "none", "rounds": 0}},
-    "page-pg": {"aggregation": {"rule": "mean"}, "agreement": {"rule": "none", "rounds": 0}},
+    # PAGE-PG aggregates only large batches; aggregating every iteration would make it Dec-PAGE-PG
+    "page-pg": {"aggregation": {"rule": "mean", "every_iteration": False}, "agreement": {"rule": "none", "rounds": 0}},
     "byzpg": {"agreement": {"rule": "none", "rounds": 0}},
 }
 
@@ -141,19 +148,22 @@ class EstimatorConfig:
     log_weight_clip: float = 0.0  # 0 = no truncation of log importance weights
     # Stabilisers of the PAGE recursion (issue #14); each is off at 0 and then left out of
     # the genesis hash (HASHED_WHEN_SET), so runs that do not use them keep their hash.
+    # drift_clip and max_small_steps are on by default ("tuned"); the paper preset turns them off.
     correction_clip: float = 0.0  # lambda > 0: ||correction|| <= lambda * ||v_L|| (v_L: v after the last large batch)
-    drift_clip: float = 0.0  # rho > 0: ||v_t - v_L|| <= rho * ||v_L||, v_t kept in a ball around v_L
+    drift_clip: float = 0.5  # rho > 0: ||v_t - v_L|| <= rho * ||v_L||, v_t kept in a ball around v_L
     restart_ess: float = 0.0  # r > 0: a small batch whose whole-trajectory weights have ESS/B < r is replaced
     #                           by a local large batch (GPOMDP on N fresh trajectories): the recursion restarts
-    max_small_steps: int = 0  # m > 0: x_t = 1 after m small-batch iterations in a row (common to all peers)
+    max_small_steps: int = 8  # m > 0: x_t = 1 after m small-batch iterations in a row (common to all peers)
 
 
 # Options added after runs had been measured, with their "off" values.  RunConfig.to_dict
-# (and so the genesis hash, the recorded config.toml and run files) leaves such an option
-# out while it is off: a configuration that does not use it hashes exactly as before the
-# option existed, so its coin, theta_0 and streams, and every number measured with it, are
-# unchanged.  Set to anything else, it is hashed like every other field, and peers given
-# different values cannot mix.
+# (and so the genesis hash) leaves such an option out while it is off: a configuration that
+# does not use it hashes exactly as before the option existed, so its coin, theta_0 and
+# streams, and every number measured with it, are unchanged.  Set to anything else, it is
+# hashed like every other field, and peers given different values cannot mix.  Files
+# (results/config.toml, run files) are written with every option (to_dict(explicit=True)):
+# once the default turned some of these on, a missing one would be ambiguous.  Files
+# written before that omit options that were off; `recorded_data` reads them back as such.
 HASHED_WHEN_SET: dict[str, dict[str, Any]] = {
     "policy": {"output_activation": "none"},
     "estimator": {"correction_clip": 0.0, "drift_clip": 0.0, "restart_ess": 0.0, "max_small_steps": 0},
@@ -164,11 +174,13 @@ HASHED_WHEN_SET: dict[str, dict[str, Any]] = {
 class AggregationConfig:
     rule: str = "rfa"
     bucket_size: int = DEFAULT_BUCKET_SIZE  # only bucketing+<rule> reads it
-    # Also exchange and aggregate v_t in small-batch iterations.  Off for DecByzPG
-    # (Algorithm 2: small-batch steps are local).  On for the naive Dec-PAGE-PG baseline:
-    # without agreement it is the only way its peers stay together (the authors' code did
-    # this for every method).
-    every_iteration: bool = False
+    # Also exchange and aggregate v_t in small-batch iterations.  On by default: honest
+    # peers then take identical steps, so agreement has no spread for a Byzantine point to
+    # hide in (docs/TUNING.md).  Off in the paper preset (Algorithm 2: small-batch steps are
+    # local) and for PAGE-PG; on for the Dec-PAGE-PG baseline in both presets: without
+    # agreement it is the only way its peers stay together (the authors' code did this for
+    # every method).
+    every_iteration: bool = True
 
 
 @dataclass(frozen=True)
@@ -211,11 +223,12 @@ class RunConfig:
         """Byzantine peers take the highest ids, so honest ids are 0..num_honest-1."""
         return tuple(range(self.num_honest, self.num_peers))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, explicit: bool = False) -> dict[str, Any]:
+        """The configuration as TOML-shaped data: the hashed form, or with `explicit` every option (for files)."""
         data = dataclasses.asdict(self)
         for section, options in HASHED_WHEN_SET.items():
             for name, off in options.items():
-                if data[section][name] == off:
+                if data[section][name] == off and not explicit:
                     del data[section][name]
         data["attack"]["params"] = dict(self.attack.params)
         data["policy"]["hidden"] = list(self.policy.hidden)
@@ -262,6 +275,18 @@ def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 SECTIONS = ("policy", "optimizer", "estimator", "aggregation", "agreement", "attack")
 TOP_KEYS = {f.name for f in dataclasses.fields(RunConfig)} - set(SECTIONS)
+
+
+def recorded_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A configuration file this project wrote, as data for build_config.
+
+    Files written before stop 13 of engine revision 2 left out every HASHED_WHEN_SET option
+    that was off; such an absence means off, not today's default (which turned drift_clip
+    and max_small_steps on).  Files written since carry every option, so this changes nothing
+    for them.  Not for run files a user writes: there a missing option means the default.
+    """
+    filled = {section: dict(options) for section, options in HASHED_WHEN_SET.items()}
+    return deep_merge(filled, data)
 
 
 def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:

@@ -59,7 +59,7 @@ def run_document(cfg: RunConfig, byzantine_ids: Sequence[int] = (), attack: str 
     was made from the same inputs (the roster's keys are fresh on every init).
     `adversary` adds further keys of the [adversary] table (e.g. misbehaviour).
     """
-    data = cfg.to_dict()
+    data = cfg.to_dict(explicit=True)
     data.pop("attack")
     if not cfg.allow_beyond_tolerance:
         data.pop("allow_beyond_tolerance")

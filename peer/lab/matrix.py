@@ -27,7 +27,13 @@ from tqdm import tqdm
 from adversary.attacks import make_attack
 from adversary.misbehaviour import Misbehaviour
 from peer.engine import ENGINE_REVISION
-from peer.engine.config import ConfigError, RunConfig, deep_merge, parse_override
+from peer.engine.config import (
+    ConfigError,
+    RunConfig,
+    deep_merge,
+    parse_override,
+    recorded_data,
+)
 from peer.engine.errors import ExitCode
 from peer.lab.cluster import Cluster, cluster_config, init_run, run_document
 from peer.lab.sweep import markdown_table
@@ -123,7 +129,7 @@ def finished_row(directory: Path, expected: dict[str, Any]) -> dict[str, Any] | 
     recorded.pop("peers", None)
     # keys an older run file lacks count as today's defaults, as `peer.lab.sweep` reads configs
     defaults = tomllib.loads(tomli_w.dumps(toml_safe(run_document(RunConfig(), network=NETWORK))))
-    recorded = deep_merge({k: v for k, v in defaults.items() if isinstance(v, dict)}, recorded)
+    recorded = deep_merge({k: v for k, v in defaults.items() if isinstance(v, dict)}, recorded_data(recorded))
     row = json.loads(row_path.read_text())
     if row.get("engine_revision") != ENGINE_REVISION:
         return None

@@ -89,7 +89,7 @@ class ResultsWriter:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:  # a directory the user may not write to: their input, not a bug
             raise RunStateError(f"cannot create the results directory {self.dir}: {err.strerror}") from None
-        atomic_write(self.dir / "config.toml", tomli_w.dumps(toml_safe(cfg.to_dict())))
+        atomic_write(self.dir / "config.toml", tomli_w.dumps(toml_safe(cfg.to_dict(explicit=True))))
         if not keep_metrics:
             (self.dir / "metrics.csv").unlink(missing_ok=True)
         self.metrics = MetricsFile(self.dir / "metrics.csv", cfg.num_peers)

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from peer.engine import ENGINE_REVISION
-from peer.engine.config import build_config, deep_merge, load_toml
+from peer.engine.config import build_config, deep_merge, load_toml, recorded_data
 from peer.engine.errors import ConfigError
 from peer.lab.configure import resolve_config
 from peer.net.files import atomic_write, read_metrics
@@ -75,7 +75,7 @@ def finished(directory: Path, job: Job) -> dict[str, Any] | None:
     if summary.get("interrupted") or summary.get("engine_revision") != ENGINE_REVISION:
         return None
     try:
-        recorded = build_config(load_toml(directory / "config.toml"))
+        recorded = build_config(recorded_data(load_toml(directory / "config.toml")))
     except ConfigError:  # recorded under options that no longer exist
         return None
     return summary if recorded == resolve_config(job.overrides) else None

@@ -817,6 +817,7 @@ def _schedule_configs() -> list[tuple[str, dict[str, Any]]]:
             "estimator": {"large_batch": 50, "small_batch": 4}}
     return [
         ("decbyzpg R=3", {**base, "num_peers": 5, "num_byzantine": 1}),
+        ("decbyzpg paper preset R=3", {**base, "preset": "paper", "num_peers": 5, "num_byzantine": 1}),
         ("decbyzpg gda R=2", {**base, "num_peers": 6, "num_byzantine": 1, "agreement": {"rule": "gda", "rounds": 2}}),
         ("dec-page-pg", {**base, "algorithm": "dec-page-pg", "num_peers": 4}),
         ("byzpg", {**base, "algorithm": "byzpg", "num_peers": 3, "num_byzantine": 1}),

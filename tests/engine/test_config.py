@@ -11,6 +11,7 @@ from peer.engine.config import (
     byzantine_tolerance,
     load_toml,
     parse_override,
+    recorded_data,
 )
 
 
@@ -24,6 +25,38 @@ def test_defaults_follow_the_environment_and_algorithm() -> None:
     assert naive.aggregation.rule == "mean" and naive.agreement.rule == "none"
     paper = build_config({"preset": "paper", "num_byzantine": 0})
     assert paper.estimator.baseline is False and paper.estimator.importance == "trajectory"
+
+
+def test_the_default_is_the_stabilised_estimator_aggregated_every_iteration() -> None:
+    """tuned (the default) = baseline, per-decision weights, drift clip, forced large batches and v
+    aggregated in every iteration; the paper preset has none of them (Algorithm 2 as written)."""
+    tuned, paper = build_config({}), build_config({"preset": "paper"})
+    assert (tuned.estimator.drift_clip, tuned.estimator.max_small_steps, tuned.aggregation.every_iteration) == (0.5, 8, True)
+    assert (paper.estimator.drift_clip, paper.estimator.max_small_steps, paper.aggregation.every_iteration) == (0, 0, False)
+    # PAGE-PG aggregates only large batches in either preset; Dec-PAGE-PG aggregates every iteration in both
+    for preset in ("tuned", "paper"):
+        assert not build_config({"preset": preset, "algorithm": "page-pg", "num_peers": 1}).aggregation.every_iteration
+        assert build_config({"preset": preset, "algorithm": "dec-page-pg"}).aggregation.every_iteration
+
+
+# Genesis hashes (first 8 bytes) computed at d9acd56, before the default changed: the paper's
+# preset and every measured configuration keep theirs, so recorded runs stay reproducible.
+MEASURED_HASHES = [
+    ({"preset": "paper"}, "f84e91022f8f4387"),
+    ({"algorithm": "dec-page-pg", "preset": "paper"}, "91592224172b20da"),
+    # the former default, named explicitly
+    ({"aggregation": {"every_iteration": False}, "estimator": {"drift_clip": 0, "max_small_steps": 0}}, "7cb510b4f9885211"),
+    ({"algorithm": "page-pg", "num_peers": 1, "estimator": {"drift_clip": 0, "max_small_steps": 0}}, "1666705def522240"),
+    ({"algorithm": "dec-page-pg", "estimator": {"drift_clip": 0, "max_small_steps": 0}}, "70e6f31913e03377"),
+    # today's defaults are the runs measured as "candidate A" and as drift_clip=0.5 + max_small_steps=8
+    ({}, "a93c7b54b03a026d"),
+    ({"algorithm": "page-pg", "num_peers": 1}, "7aa5efed630025ec"),
+]
+
+
+@pytest.mark.parametrize("data, prefix", MEASURED_HASHES)
+def test_measured_configurations_keep_their_genesis_hash(data: dict, prefix: str) -> None:
+    assert build_config(data).genesis_hash().hex()[:16] == prefix
 
 
 @pytest.mark.parametrize("data, field", [
@@ -141,26 +174,43 @@ STABILISERS = {"correction_clip": 1.0, "drift_clip": 0.5, "restart_ess": 0.25, "
 
 
 def test_stabilisers_are_hashed_only_when_on() -> None:
-    """Off, a stabiliser is absent from the hashed config, so existing runs keep their genesis hash
-    (and coin, theta_0, streams); on, peers that disagree on its value get different hashes."""
-    default = build_config({})
-    assert not set(STABILISERS) & set(default.to_dict()["estimator"])
-    off = build_config({"estimator": {"correction_clip": 0.0, "drift_clip": 0, "restart_ess": 0, "max_small_steps": 0}})
-    assert off.genesis_hash() == default.genesis_hash()
-    hashes = {default.genesis_hash()}
+    """Off, a stabiliser is absent from the hashed config, so runs measured before it existed keep
+    their genesis hash (and coin, theta_0, streams); on, peers that disagree on its value get
+    different hashes."""
+    none = {key: 0 for key in STABILISERS}
+    plain = build_config({"estimator": none})
+    assert not set(STABILISERS) & set(plain.to_dict()["estimator"])
+    hashes = {plain.genesis_hash()}
     for key, value in STABILISERS.items():
-        on = build_config({"estimator": {key: value}})
+        on = build_config({"estimator": {**none, key: value}})
         assert on.to_dict()["estimator"][key] == value
-        other = build_config({"estimator": {key: value * 2}})
+        other = build_config({"estimator": {**none, key: value * 2}})
         hashes |= {on.genesis_hash(), other.genesis_hash()}
     assert len(hashes) == 1 + 2 * len(STABILISERS)
 
 
-def test_stabilisers_survive_the_written_config() -> None:
-    """results/config.toml and run files are written from to_dict and read back with build_config."""
-    cfg = build_config({"estimator": STABILISERS})
-    assert build_config(cfg.to_dict()) == cfg
-    assert build_config(build_config({}).to_dict()) == build_config({})
+@pytest.mark.parametrize("data", [{}, {"estimator": STABILISERS}, {"preset": "paper"},
+                                  {"estimator": {"drift_clip": 0, "max_small_steps": 0}},
+                                  {"policy": {"output_activation": "tanh"}}])
+def test_written_configs_read_back_as_written(data: dict) -> None:
+    """results/config.toml and run files are written with every option and read back with build_config:
+    an option turned off against an on default stays off."""
+    cfg = build_config(data)
+    written = cfg.to_dict(explicit=True)
+    assert set(STABILISERS) <= set(written["estimator"])
+    assert build_config(written) == cfg
+
+
+def test_files_from_before_the_default_change_read_a_missing_stabiliser_as_off() -> None:
+    """Older files were written in the hashed form, which omits an option at its off value."""
+    old_default = build_config({"aggregation": {"every_iteration": False},
+                                "estimator": {"drift_clip": 0, "max_small_steps": 0}})
+    file_data = old_default.to_dict()
+    assert "drift_clip" not in file_data["estimator"]
+    assert build_config(recorded_data(file_data)) == old_default
+    assert build_config(file_data) != old_default  # read as a user's run file, a missing option is the default
+    stabilised = build_config({})
+    assert build_config(recorded_data(stabilised.to_dict(explicit=True))) == stabilised
 
 
 def test_output_squash_is_hashed_only_when_on() -> None:
@@ -170,4 +220,4 @@ def test_output_squash_is_hashed_only_when_on() -> None:
     assert build_config({"policy": {"output_activation": "none"}}).genesis_hash() == default.genesis_hash()
     squashed = build_config({"policy": {"output_activation": "tanh"}})
     assert squashed.genesis_hash() != default.genesis_hash()
-    assert build_config(squashed.to_dict()) == squashed
+    assert build_config(squashed.to_dict(explicit=True)) == squashed

@@ -43,17 +43,20 @@ def _small(schedule: Schedule) -> int:
 
 
 def test_rounds_per_algorithm() -> None:
-    dec = Schedule.of(cfg("decbyzpg"))
+    dec = Schedule.of(cfg("decbyzpg", aggregation={"every_iteration": False}))  # Algorithm 2: local small-batch steps
     large = next(t for t in range(100) if dec.is_large_batch(t) and t > 0)
     small = _small(dec)
     assert dec.rounds(large) == (RoundKey(large, Phase.GRADIENT), *(RoundKey(large, Phase.AGREEMENT, r) for r in range(3)))
     assert dec.rounds(small) == tuple(RoundKey(small, Phase.AGREEMENT, r) for r in range(3))
+    every = Schedule.of(cfg("decbyzpg"))  # the default also aggregates v_t in small-batch iterations
+    small = _small(every)
+    assert every.rounds(small) == (RoundKey(small, Phase.GRADIENT), *(RoundKey(small, Phase.AGREEMENT, r) for r in range(3)))
     naive = Schedule.of(cfg("dec-page-pg"))  # aggregates v_t every iteration, no agreement
     assert naive.rounds(_small(naive)) == (RoundKey(_small(naive), Phase.GRADIENT),)
     byz = Schedule.of(cfg("byzpg"))
     assert byz.rounds(_small(byz)) == (RoundKey(_small(byz), Phase.MODEL),)
     assert byz.rounds(0) == (RoundKey(0, Phase.GRADIENT), RoundKey(0, Phase.MODEL))
-    silent = Schedule.of(cfg("decbyzpg", agreement={"rule": "none", "rounds": 0}))
+    silent = Schedule.of(cfg("decbyzpg", agreement={"rule": "none", "rounds": 0}, aggregation={"every_iteration": False}))
     assert silent.rounds(_small(silent)) == ()
 
 
@@ -124,7 +127,7 @@ def test_max_small_steps_bounds_every_small_batch_run(m: int) -> None:
 
 
 def test_max_small_steps_off_is_the_coin() -> None:
-    c = cfg("decbyzpg")
+    c = cfg("decbyzpg", estimator={**SMALL["estimator"], "max_small_steps": 0})
     assert c.estimator.max_small_steps == 0
     s = Schedule.of(c)
     from peer.engine import randomness

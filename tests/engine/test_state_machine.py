@@ -76,9 +76,12 @@ def test_peer_ids_outside_the_roster_are_a_bug() -> None:
 
 
 
+STABILISERS_OFF = {"drift_clip": 0, "max_small_steps": 0}  # each test below turns on only what it is about
+
+
 def _page(**estimator):
     return build_config({"algorithm": "page-pg", "num_peers": 1, "num_byzantine": 0,
-                         "estimator": {**SMALL["estimator"], **estimator}})
+                         "estimator": {**SMALL["estimator"], **STABILISERS_OFF, **estimator}})
 
 
 def test_correction_clip_bounds_each_correction_by_the_last_large_batch() -> None:

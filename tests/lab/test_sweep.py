@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import tomli_w
 
 from peer.cli.sweep import SWEEP_SUITES
 from peer.engine import ENGINE_REVISION
@@ -12,6 +13,7 @@ from peer.engine.errors import ConfigError
 from peer.lab import sweep
 from peer.lab.configure import resolve_config
 from peer.lab.experiment import run_experiment
+from peer.net.files import toml_safe
 
 TINY = {"estimator": {"large_batch": 8, "small_batch": 2, "horizon": 40}, "trajectories_per_agent": 24,
         "num_peers": 3, "num_byzantine": 0}
@@ -47,6 +49,27 @@ def test_a_finished_run_is_reused_only_for_the_same_config_and_revision(tmp_path
     assert sweep.finished(directory, job) is None  # made by older arithmetic: redone
     (directory / "summary.json").write_text(json.dumps({**summary, "interrupted": True}))
     assert sweep.finished(directory, job) is None
+
+
+def test_a_run_recorded_before_the_default_changed_is_not_taken_for_todays_default(tmp_path) -> None:
+    """Records written before stop 13 omit stabilisers that were off; a missing one reads as off."""
+    former = {"aggregation": {"every_iteration": False}, "estimator": {**TINY["estimator"], "drift_clip": 0,
+                                                                        "max_small_steps": 0}}
+    job = sweep.Job("former", "p", {**TINY, **former, "seed": 0})
+    directory = tmp_path / "runs" / job.slug
+    run_experiment(resolve_config(job.overrides), directory, plot=False)
+    # rewrite the record as the former code did: the hashed form, without the options that were off
+    (directory / "config.toml").write_text(tomli_w.dumps(toml_safe(resolve_config(job.overrides).to_dict())))
+    assert "drift_clip" not in (directory / "config.toml").read_text()
+    assert sweep.finished(directory, job) is not None
+    # page-pg's default differs from that record only in the stabilisers: it must not be taken for it
+    single = {**TINY, "num_peers": 1, "algorithm": "page-pg", "seed": 0}
+    old_single = sweep.Job("old", "p", {**single, "estimator": former["estimator"]})
+    old_dir = tmp_path / "runs" / old_single.slug
+    run_experiment(resolve_config(old_single.overrides), old_dir, plot=False)
+    (old_dir / "config.toml").write_text(tomli_w.dumps(toml_safe(resolve_config(old_single.overrides).to_dict())))
+    assert sweep.finished(old_dir, old_single) is not None
+    assert sweep.finished(old_dir, sweep.Job("default", "p", single)) is None
 
 
 def test_every_named_suite_is_offered_and_builds_valid_jobs() -> None:

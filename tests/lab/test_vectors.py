@@ -355,6 +355,7 @@ def test_streams_and_torch_seed_from_their_documented_derivation() -> None:
 
 
 def test_schedule_slots_from_the_rules_and_the_coin() -> None:
+    forced_seen = False
     for s in load("schedule.json")["schedules"]:
         genesis = bytes.fromhex(s["genesis_hash"])
         assert hashlib.sha256(b"decbyzpg-genesis-v1\0" + s["genesis_config_json"].encode()).digest() == genesis
@@ -372,9 +373,8 @@ def test_schedule_slots_from_the_rules_and_the_coin() -> None:
             return (t - last) % (m + 1) == 0
 
         xs = [large(it["t"]) for it in s["iterations"]]
-        if m:
-            assert any(x and not (uniform(genesis, "coin", it["t"]) < s["switch_prob"])
-                       for x, it in zip(xs, s["iterations"]) if it["t"]), "the vector should show a forced x_t"
+        forced_seen |= any(x and not (uniform(genesis, "coin", it["t"]) < s["switch_prob"])
+                           for x, it in zip(xs, s["iterations"]) if it["t"])
         for it, x in zip(s["iterations"], xs):
             t = it["t"]
             assert it["x"] == x and it["batch"] == (s["large_batch"] if x else s["small_batch"])
@@ -389,6 +389,9 @@ def test_schedule_slots_from_the_rules_and_the_coin() -> None:
                 break
             used, t = used + batch, t + 1
         assert s["iteration_count"] == t
+    assert forced_seen, "some vector should show an x_t forced by max_small_steps"
+    assert {json.loads(s["genesis_config_json"])["aggregation"]["every_iteration"]
+            for s in load("schedule.json")["schedules"] if s["algorithm"] == "decbyzpg"} == {True, False}
 
 
 # --------------------------------------------------------------------------- aggregation and agreement
