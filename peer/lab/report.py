@@ -15,7 +15,14 @@ from typing import Any, Sequence
 from peer.engine import ENGINE_REVISION
 from peer.engine.errors import RunStateError
 from peer.lab.matrix import summarize_rows
-from peer.lab.sweep import PAPER_FINAL_RETURNS, markdown_table
+from peer.lab.sweep import (
+    PAPER_FINAL_RETURNS,
+    STABILITY_MEDIAN_BAR,
+    STABILITY_SEEDS,
+    STABLE_NEEDED,
+    STABLE_NEEDED_SINGLE_AGENT,
+    markdown_table,
+)
 from peer.net.files import atomic_write
 
 GOAL_TRAJECTORIES = 2500
@@ -59,6 +66,31 @@ def goal_checks(rows: list[dict[str, Any]], budget: int | None = None) -> list[s
                 f"- {label}, {panel}: 475 reached by {row['reached_475']}/{row['seeds']} seeds, median "
                 f"{median} trajectories per agent; worst seed's mean return over the last 1,000 trajectories "
                 f"{tail:.1f}; goal (<= {GOAL_TRAJECTORIES} and >= {GOAL_TAIL_RETURN:.0f}) {verdict}")
+    return lines
+
+
+def stability_checks(rows: list[dict[str, Any]]) -> list[str]:
+    """Issue #14's goal for the `stability` suite, per panel: judged once STABILITY_SEEDS seeds
+    ran, and already missed once more seeds missed than the goal allows."""
+    lines = []
+    for row in rows:
+        needed = STABLE_NEEDED_SINGLE_AGENT if row["panel"] == "single agent" else STABLE_NEEDED
+        allowed = STABILITY_SEEDS - needed
+        misses = row["seeds"] - row["stable"]
+        if misses > allowed:
+            verdict = f"NOT met ({misses} seeds missed; {allowed} of {STABILITY_SEEDS} may)"
+        elif row["seeds"] < STABILITY_SEEDS:
+            verdict = f"not judged yet ({row['seeds']} of {STABILITY_SEEDS} seeds run)"
+        else:
+            verdict = "met"
+        median = row["median_trajectories_to_475"]
+        text = (f"- {row['configuration']}, {row['panel']}: {row['stable']}/{row['seeds']} seeds stable; goal "
+                f"(>= {needed} of {STABILITY_SEEDS}) {verdict}; median trajectories to 475 "
+                f"{'never' if median is None else f'{median:.0f}'}")
+        if row["panel"] != "single agent":
+            within = median is not None and median <= STABILITY_MEDIAN_BAR
+            text += f" ({'within' if within else 'above'} the bar of {STABILITY_MEDIAN_BAR:,})"
+        lines.append(text)
     return lines
 
 
@@ -192,7 +224,8 @@ def write_report(sweeps: Sequence[Path], out: Path, bench: str | None = None,
             shutil.copyfile(png, target)
             lines += [f"![{title}](figures/{target.name})", ""]
         lines += paper_comparison(title, rows)
-        checks = goal_checks(rows, _budget(sweep))
+        is_stability = bool(rows) and "stable" in rows[0]
+        checks = stability_checks(rows) if is_stability else goal_checks(rows, _budget(sweep))
         if checks:
             lines += ["Checks computed from the runs:", "", *checks, ""]
         lines += [markdown_table(rows), ""]

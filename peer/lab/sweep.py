@@ -231,6 +231,9 @@ ATTACK_LABELS = {"random_action": "RandomAction", "large_noise": "LargeNoise", "
 # issue #14's reliability bar: a seed is stable when it reaches 475 within STABLE_REACH_BY
 # trajectories per agent and holds at least STABLE_HOLD over its last 1,000
 STABLE_REACH_BY, STABLE_HOLD, STABILITY_BUDGET = 2500, 450.0, 3000
+# ... and its goal: over STABILITY_SEEDS seeds at least this many stable per panel, and the
+# median trajectories to 475 at K = 13 no higher than the default's before the issue
+STABILITY_SEEDS, STABLE_NEEDED, STABLE_NEEDED_SINGLE_AGENT, STABILITY_MEDIAN_BAR = 20, 19, 18, 1200
 LUNAR_BUDGET = 8000  # the paper's LunarLander figure's x-axis
 LUNAR_ATTACKS_TITLE = "Resilience at K = 13, f = 3 (LunarLander-v3, the paper's hyperparameters)"
 

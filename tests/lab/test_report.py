@@ -60,3 +60,34 @@ def test_the_lunar_figure_is_set_beside_the_papers_final_values() -> None:
     assert "| AvgZero | DecByzPG (K=13, f=3) | 0 | -12.5 | -20.0 | 2 |" in table
     assert "| AvgZero | DecByzPG (K=13, f=3), nnm+rfa | not in the figure | 5 | 1 | 2 |" in table
     assert paper_comparison("Resilience at K = 13, f = 3 (CartPole)", rows) == []
+
+
+def test_stability_checks_judge_issue_14s_goal_per_panel() -> None:
+    from peer.lab.report import stability_checks
+
+    def row(panel: str, seeds: int, stable: int, median: float | None) -> dict:
+        return {"panel": panel, "configuration": "DecByzPG (K=13, f=3)", "seeds": seeds, "stable": stable,
+                "median_trajectories_to_475": median}
+
+    met, early, missed, single = stability_checks([
+        row("AvgZero", 20, 19, 1150.0), row("LargeNoise", 5, 5, 1268.0), row("RandomAction", 6, 4, None),
+        {**row("single agent", 20, 18, 1589.0), "configuration": "PAGE-PG (K=1)"}])
+    assert "goal (>= 19 of 20) met" in met and "within the bar of 1,200" in met
+    assert "not judged yet (5 of 20 seeds run)" in early and "above the bar of 1,200" in early
+    assert "NOT met (2 seeds missed; 1 of 20 may)" in missed and "to 475 never" in missed
+    assert "goal (>= 18 of 20) met" in single and "bar" not in single
+
+
+def test_a_stability_sweep_renders_into_the_report(tmp_path) -> None:
+    """`decbyzpg report` on a stability sweep: its own checks, not the attack figure's."""
+    from peer.lab import sweep
+    from peer.lab.report import write_report
+
+    tiny = {"estimator": {"large_batch": 8, "small_batch": 2, "horizon": 40}, "trajectories_per_agent": 16,
+            "num_peers": 1, "algorithm": "page-pg", "num_byzantine": 0, "seed": 0}
+    out = tmp_path / "sweep-stability"
+    results = sweep.run_jobs([sweep.Job("PAGE-PG (K=1)", "single agent", tiny)], out, 1)
+    sweep.write_outputs(results, out, "stability", "Stability", 475.0)
+    write_report([out], tmp_path / "docs" / "RESULTS.md")
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert "PAGE-PG (K=1), single agent: 0/1 seeds stable; goal (>= 18 of 20) not judged yet" in text
