@@ -33,7 +33,8 @@ IMPORTANCE_MODES = ("trajectory", "per_decision")
 
 # Environment presets.  "paper" is Table 1 of the paper; "tuned" keeps the paper's
 # batch sizes and switching probability but uses the estimator settings chosen by
-# measurement (docs/TUNING.md): a leave-one-out baseline and per-decision weights.
+# measurement (docs/TUNING.md): a leave-one-out baseline, per-decision weights, the drift
+# clip and forced large batches, and v_t aggregated in every iteration.
 ENV_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "CartPole-v1": {
         "policy": {"hidden": [16, 16], "activation": "relu"},
@@ -96,15 +97,15 @@ def env_preset(env_id: Any) -> dict[str, dict[str, Any]]:
     return deep_merge(GENERIC_PRESET, {"estimator": {"horizon": horizon}})
 
 
-# "tuned" is the default and the dataclass defaults below; "paper" turns every addition off.
-# The stabilisers and every-iteration aggregation joined "tuned" in engine revision 2's
-# stop 13 (docs/TUNING.md, "The default"); a run measured before that is reproduced with
+# "tuned", the default, is the dataclass defaults below (their one owner: it adds nothing);
+# "paper" turns every addition to the paper's estimator and Algorithm 2 off.  The
+# stabilisers and every-iteration aggregation joined "tuned" in engine revision 2's stop 13
+# (docs/TUNING.md, "The default"); a run measured before that is reproduced with
 # --set aggregation.every_iteration=false --set estimator.drift_clip=0 --set estimator.max_small_steps=0.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"estimator": {"baseline": False, "importance": "trajectory", "drift_clip": 0.0, "max_small_steps": 0},
               "aggregation": {"every_iteration": False}},
-    "tuned": {"estimator": {"baseline": True, "importance": "per_decision", "drift_clip": 0.5, "max_small_steps": 8},
-              "aggregation": {"every_iteration": True}},
+    "tuned": {},
 }
 
 

@@ -127,7 +127,8 @@ def finished_row(directory: Path, expected: dict[str, Any]) -> dict[str, Any] | 
         return None
     recorded = tomllib.loads(run_file.read_text())
     recorded.pop("peers", None)
-    # keys an older run file lacks count as today's defaults, as `peer.lab.sweep` reads configs
+    # keys an older run file lacks count as today's defaults, as `peer.lab.sweep` reads configs,
+    # except a stabiliser it left out, which was off (recorded_data)
     defaults = tomllib.loads(tomli_w.dumps(toml_safe(run_document(RunConfig(), network=NETWORK))))
     recorded = deep_merge({k: v for k, v in defaults.items() if isinstance(v, dict)}, recorded_data(recorded))
     row = json.loads(row_path.read_text())

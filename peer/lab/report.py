@@ -17,6 +17,7 @@ from peer.engine.errors import RunStateError
 from peer.lab.matrix import summarize_rows
 from peer.lab.sweep import (
     PAPER_FINAL_RETURNS,
+    SINGLE_AGENT_PANEL,
     STABILITY_MEDIAN_BAR,
     STABILITY_SEEDS,
     STABLE_NEEDED,
@@ -74,7 +75,8 @@ def stability_checks(rows: list[dict[str, Any]]) -> list[str]:
     ran, and already missed once more seeds missed than the goal allows."""
     lines = []
     for row in rows:
-        needed = STABLE_NEEDED_SINGLE_AGENT if row["panel"] == "single agent" else STABLE_NEEDED
+        single = row["panel"] == SINGLE_AGENT_PANEL
+        needed = STABLE_NEEDED_SINGLE_AGENT if single else STABLE_NEEDED
         allowed = STABILITY_SEEDS - needed
         misses = row["seeds"] - row["stable"]
         if misses > allowed:
@@ -87,7 +89,7 @@ def stability_checks(rows: list[dict[str, Any]]) -> list[str]:
         text = (f"- {row['configuration']}, {row['panel']}: {row['stable']}/{row['seeds']} seeds stable; goal "
                 f"(>= {needed} of {STABILITY_SEEDS}) {verdict}; median trajectories to 475 "
                 f"{'never' if median is None else f'{median:.0f}'}")
-        if row["panel"] != "single agent":
+        if not single:
             within = median is not None and median <= STABILITY_MEDIAN_BAR
             text += f" ({'within' if within else 'above'} the bar of {STABILITY_MEDIAN_BAR:,})"
         lines.append(text)
