@@ -79,7 +79,8 @@ WORKDIR /srv/decbyzpg
 EXPOSE 50051
 # SERVING once the daemon listens; a daemon that finished has exited, so there is no
 # unhealthy-but-running state to mistake for a failure.  start-period covers torch and
-# gymnasium imports on a busy machine.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 CMD ["decbyzpg-health"]
+# gymnasium imports on a busy machine; the 15 s timeout covers the probe's own Python start
+# there (13 peers on 2 cores took over 5 s, and swarm replaces a task that stays unhealthy).
+HEALTHCHECK --interval=15s --timeout=15s --start-period=90s --retries=3 CMD ["decbyzpg-health"]
 ENTRYPOINT ["decbyzpg"]
 CMD ["--help"]

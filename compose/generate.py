@@ -148,10 +148,10 @@ x-peer: &peer
       target: /etc/decbyzpg/run.toml
       mode: 0444
   stop_grace_period: 45s
-  healthcheck:
+  healthcheck:  # swarm kills a task that stays unhealthy: 15 s, as compose.yaml, for busy nodes
     test: ["CMD", "decbyzpg-health"]
     interval: 15s
-    timeout: 5s
+    timeout: 15s
     start_period: 90s
     retries: 3
   deploy:

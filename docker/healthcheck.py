@@ -36,7 +36,7 @@ def main() -> int:
     try:
         with channel_to(target) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service="decbyzpg.v1.Peer"), timeout=3)
+                health_pb2.HealthCheckRequest(service="decbyzpg.v1.Peer"), timeout=10)  # < the 15 s HEALTHCHECK timeout
     except grpc.RpcError as err:
         print(f"{target}: {err.code().name}", file=sys.stderr)
         return 1
