@@ -32,9 +32,8 @@ image: install
 
 ## Issue #14's reliability grid: 20 seeds of single-agent PAGE-PG and DecByzPG K = 13 under no
 ## attack and five attacks, 3,000 trajectories (140 runs; a K = 13 run took 640-1,800 s here while
-## sharing the cores; resumable). The default before stop 13: make stability ARGS="--set aggregation.every_iteration=false
-## --set estimator.drift_clip=0 --set estimator.max_small_steps=0 --out DIR"; stop 13's: ARGS="--set
-## estimator.max_small_steps=8 --out DIR".
+## sharing the cores; resumable). The former default: make stability ARGS="--set aggregation.every_iteration=false
+## --set estimator.drift_clip=0 --set estimator.max_small_steps=0 --out DIR".
 stability: install
 	$(BIN)/decbyzpg sweep --suite stability --seeds 0-19 $(ARGS)
 

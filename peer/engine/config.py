@@ -101,21 +101,11 @@ def env_preset(env_id: Any) -> dict[str, dict[str, Any]]:
 # "paper" turns every addition to the paper's estimator and Algorithm 2 off.  The
 # stabilisers and every-iteration aggregation joined "tuned" in engine revision 2's stop 13
 # (docs/TUNING.md, "The default"); a run measured before that is reproduced with
-# --set aggregation.every_iteration=false --set estimator.drift_clip=0 --set estimator.max_small_steps=0,
-# and one measured with stop 13's default (max_small_steps 8 for every algorithm) with
-# --set estimator.max_small_steps=8.
+# --set aggregation.every_iteration=false --set estimator.drift_clip=0 --set estimator.max_small_steps=0.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"estimator": {"baseline": False, "importance": "trajectory", "drift_clip": 0.0, "max_small_steps": 0},
               "aggregation": {"every_iteration": False}},
     "tuned": {},
-}
-
-# What a preset sets for one algorithm only, applied after ALGORITHM_PRESETS.  A single
-# agent's small batch is its own B trajectories where K peers average K of them, so its
-# recursion drifts sooner: 8 small-batch steps in a row at most, where 16 measured faster
-# at K = 13 and 8 kept all 20 single-agent seeds stable (docs/TUNING.md, stop 14).
-PRESET_ALGORITHM_LAYERS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
-    ("tuned", "page-pg"): {"estimator": {"max_small_steps": 8}},
 }
 
 
@@ -164,8 +154,7 @@ class EstimatorConfig:
     drift_clip: float = 0.5  # rho > 0: ||v_t - v_L|| <= rho * ||v_L||, v_t kept in a ball around v_L
     restart_ess: float = 0.0  # r > 0: a small batch whose whole-trajectory weights have ESS/B < r is replaced
     #                           by a local large batch (GPOMDP on N fresh trajectories): the recursion restarts
-    max_small_steps: int = 16  # m > 0: x_t = 1 after m small-batch iterations in a row (common to all peers);
-    #                            8 for a single agent (PRESET_ALGORITHM_LAYERS)
+    max_small_steps: int = 8  # m > 0: x_t = 1 after m small-batch iterations in a row (common to all peers)
 
 
 # Options added after runs had been measured, with their "off" values.  RunConfig.to_dict
@@ -318,8 +307,7 @@ def build_config(data: Mapping[str, Any], in_process: bool = True) -> RunConfig:
     preset = as_choice("preset", data.get("preset", RunConfig.preset), tuple(PRESETS))
     algorithm = as_choice("algorithm", data.get("algorithm", RunConfig.algorithm), ALGORITHMS)
     merged = env_defaults
-    for layer in (PRESETS[preset], ALGORITHM_PRESETS[algorithm], PRESET_ALGORITHM_LAYERS.get((preset, algorithm), {}),
-                  data):
+    for layer in (PRESETS[preset], ALGORITHM_PRESETS[algorithm], data):
         merged = deep_merge(merged, layer)
 
     def section(name: str, cls: type) -> dict[str, Any]:

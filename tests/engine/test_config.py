@@ -29,16 +29,9 @@ def test_defaults_follow_the_environment_and_algorithm() -> None:
 
 def test_the_default_is_the_stabilised_estimator_aggregated_every_iteration() -> None:
     """tuned (the default) = baseline, per-decision weights, drift clip, forced large batches and v
-    aggregated in every iteration; the paper preset has none of them (Algorithm 2 as written).
-    A single agent's large batches are forced sooner (8 small-batch steps, 16 otherwise), in
-    the tuned preset only; a run file still overrides it."""
+    aggregated in every iteration; the paper preset has none of them (Algorithm 2 as written)."""
     tuned, paper = build_config({}), build_config({"preset": "paper"})
-    assert (tuned.estimator.drift_clip, tuned.estimator.max_small_steps, tuned.aggregation.every_iteration) == (0.5, 16, True)
-    assert build_config({"algorithm": "page-pg", "num_peers": 1}).estimator.max_small_steps == 8
-    assert build_config({"algorithm": "page-pg", "num_peers": 1, "preset": "paper"}).estimator.max_small_steps == 0
-    assert build_config({"algorithm": "page-pg", "num_peers": 1,
-                         "estimator": {"max_small_steps": 16}}).estimator.max_small_steps == 16
-    assert build_config({"algorithm": "dec-page-pg"}).estimator.max_small_steps == 16
+    assert (tuned.estimator.drift_clip, tuned.estimator.max_small_steps, tuned.aggregation.every_iteration) == (0.5, 8, True)
     assert (paper.estimator.drift_clip, paper.estimator.max_small_steps, paper.aggregation.every_iteration) == (0, 0, False)
     # PAGE-PG aggregates only large batches in either preset; Dec-PAGE-PG aggregates every iteration in both
     for preset in ("tuned", "paper"):
@@ -46,21 +39,17 @@ def test_the_default_is_the_stabilised_estimator_aggregated_every_iteration() ->
         assert build_config({"preset": preset, "algorithm": "dec-page-pg"}).aggregation.every_iteration
 
 
-# Genesis hashes (first 8 bytes), the first five computed at d9acd56, before the default
-# first changed: the paper's preset and every measured configuration keep theirs when the
-# default moves, so recorded runs stay reproducible.
+# Genesis hashes (first 8 bytes) computed at d9acd56, before the default changed: the paper's
+# preset and every measured configuration keep theirs, so recorded runs stay reproducible.
 MEASURED_HASHES = [
     ({"preset": "paper"}, "f84e91022f8f4387"),
     ({"algorithm": "dec-page-pg", "preset": "paper"}, "91592224172b20da"),
-    # the default before stop 13, named explicitly
+    # the former default, named explicitly
     ({"aggregation": {"every_iteration": False}, "estimator": {"drift_clip": 0, "max_small_steps": 0}}, "7cb510b4f9885211"),
     ({"algorithm": "page-pg", "num_peers": 1, "estimator": {"drift_clip": 0, "max_small_steps": 0}}, "1666705def522240"),
     ({"algorithm": "dec-page-pg", "estimator": {"drift_clip": 0, "max_small_steps": 0}}, "70e6f31913e03377"),
-    # stop 13's default, named explicitly: the runs measured as "candidate A"
-    ({"estimator": {"max_small_steps": 8}}, "a93c7b54b03a026d"),
-    # today's defaults: the runs measured with max_small_steps=16 at K = 13 (stop 14), and
-    # single-agent PAGE-PG with drift_clip=0.5 + max_small_steps=8 (unchanged since stop 13)
-    ({}, "65ac5c4fb8fb2ddf"),
+    # today's defaults are the runs measured as "candidate A" and as drift_clip=0.5 + max_small_steps=8
+    ({}, "a93c7b54b03a026d"),
     ({"algorithm": "page-pg", "num_peers": 1}, "7aa5efed630025ec"),
 ]
 
