@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/decbyzpg cluster $(ARGS)
 
-## The test suite: about 5 min, plus 20-30 min for the docker and netns tests (root; they skip loudly otherwise).
+## The test suite: about 5 min, plus about 11 min for the docker and netns tests (root; they skip loudly otherwise).
 test: install
 	$(BIN)/python -m pytest -q $(ARGS)
 
