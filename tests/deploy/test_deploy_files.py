@@ -54,6 +54,17 @@ def test_dockerfile_promises() -> None:
     assert "!tests" not in ignored and "!results" not in ignored
 
 
+def test_image_and_compose_files_share_one_health_check() -> None:
+    """The Dockerfile's HEALTHCHECK and compose/generate.py's say the same: the 5 s timeout
+    that one of them still had was what swarm replaced busy tasks for (stop 13)."""
+    flags = dict(re.findall(r"--([a-z-]+)=(\w+)", re.search(r"^HEALTHCHECK (.*)$", (ROOT / "Dockerfile").read_text(),
+                                                             re.M).group(1)))
+    for name in ("compose.yaml", "stack.yml"):
+        block = re.search(r"  healthcheck:\n((?:    .*\n)+)", (ROOT / "compose" / name).read_text()).group(1)
+        settings = dict(re.findall(r"    (\w+): (\w+)\n", block))
+        assert {key.replace("_", "-"): value for key, value in settings.items()} == flags, name
+
+
 def test_health_check_script_runs_against_nothing(tmp_path: Path) -> None:
     """No server at the address: exit status 1, one line naming the gRPC code."""
     done = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py"), "127.0.0.1:9"],

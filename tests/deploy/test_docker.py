@@ -44,9 +44,10 @@ RUN_TIMEOUT = 1200  # seconds for the whole compose run
 # Every round waits for all 13 vectors, as in process, so the honest peers aggregate the
 # engine's sets.  A grace only costs time when a vector is missing.  The default 0.25 s
 # regularly ends a round without the rushing adversaries' vectors (which come last) on two
-# busy cores; 10 s was not enough either for a swarm, whose 13 tasks start up to tens of
-# seconds apart (each imports torch; a task's name resolves only once it is healthy): with
-# 10 s, CI saw the honest peers' final parameters differ from the engine's (stop 13).
+# busy cores.  A swarm's 13 tasks start up to tens of seconds apart (each imports torch; a
+# task's name resolves only once it is healthy), and one replaced mid-run restarts from its
+# checkpoint: with 10 s, CI saw the honest peers' final parameters differ from the engine's
+# (stop 13; most likely such replacements, which the 15 s health check now prevents).
 PATIENT_NETWORK = {"grace": 60.0, "round_timeout": 60.0}
 
 
