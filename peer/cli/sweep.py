@@ -14,7 +14,7 @@ from peer.cli.common import (
     int_list,
     seeds,
 )
-from peer.engine.errors import ConfigError, ExitCode
+from peer.engine.errors import ConfigError, ExitCode, RunStateError
 from peer.lab.configure import MAIN_JOB_ATTACK, MAIN_JOB_BYZANTINE, MAIN_JOB_PEERS
 
 # peer.lab.sweep.SUITES, spelled out so that parsing arguments does not import torch
@@ -45,7 +45,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                           args.seeds, base, budget, args.allow_beyond_tolerance)
         title, name = args.title or "Sweep", "sweep"
     out = Path(args.out) if args.out else DEFAULT_RESULTS / f"sweep-{name}"
-    results = sweep.run_jobs(jobs, out, args.jobs)
+    if args.finished_only:
+        results = sweep.finished_results(jobs, out)
+        if not results:
+            raise RunStateError(f"{out} holds no finished run of this sweep (run it without --finished-only first)")
+        print(f"{len({job.slug for job, _ in results})} of {len({job.slug for job in jobs})} runs finished")
+    else:
+        results = sweep.run_jobs(jobs, out, args.jobs)
     threshold = None if (args.suite or "").startswith("lunar") else 475.0
     rows = sweep.write_outputs(results, out, name, title, threshold)
     print(sweep.markdown_table(rows))
@@ -85,6 +91,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--seeds", type=seeds, default=seeds("0-4"), help="e.g. 0-4 (default) or 0,3,9")
     sw.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: cores)")
     sw.add_argument("--out", help="sweep directory (default results/sweep-<suite>)")
+    sw.add_argument("--finished-only", action="store_true",
+                    help="run nothing: write the table and figure from the runs already finished (to look at a "
+                         "long sweep while it runs, or after it was interrupted)")
     sw.set_defaults(func=cmd_sweep)
 
     mx = sub.add_parser("matrix", help="resilience matrix: every attack over the wire, DecByzPG vs Dec-PAGE-PG",

@@ -81,6 +81,23 @@ def finished(directory: Path, job: Job) -> dict[str, Any] | None:
     return summary if recorded == resolve_config(job.overrides) else None
 
 
+def finished_results(jobs: Sequence[Job], out: Path) -> list[tuple[Job, dict[str, Any]]]:
+    """(job, summary) for each job whose run in `out` has finished, in job order; nothing is run.
+
+    A suite of many hours (LunarLander at K = 13) can be looked at while it runs, or after
+    an interruption, from the runs it has so far.
+    """
+    summaries: dict[str, dict[str, Any] | None] = {}
+    results = []
+    for job in jobs:
+        if job.slug not in summaries:
+            summaries[job.slug] = finished(out / "runs" / job.slug, job)
+        summary = summaries[job.slug]
+        if summary is not None:
+            results.append((job, summary))
+    return results
+
+
 def run_jobs(jobs: Sequence[Job], out: Path, workers: int) -> list[tuple[Job, dict[str, Any]]]:
     """Run every distinct job (in parallel), returning (job, summary) for all jobs."""
     unique: dict[str, Job] = {}

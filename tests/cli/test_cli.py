@@ -89,6 +89,21 @@ def test_sweep_grid_runs_and_plots(tmp_path) -> None:
     assert mtimes == {p: p.stat().st_mtime for p in (out / "runs").glob("*/summary.json")}  # reused, not rerun
 
 
+def test_sweep_finished_only_renders_the_finished_runs_and_runs_nothing(tmp_path, capsys) -> None:
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--algorithms", "decbyzpg", "--peers", "3", "--byzantine", "0", "--trajectories", "16",
+            "--jobs", "1", "--out", str(out), "--set", "estimator.large_batch=4", "--set", "estimator.small_batch=2"]
+    assert main([*argv, "--finished-only", "--seeds", "0-1"]) == 3  # nothing finished yet: a one-line error
+    assert "no finished run" in capsys.readouterr().err
+    assert main([*argv, "--seeds", "0"]) == 0
+    capsys.readouterr()
+    (out / "table.md").unlink()
+    assert main([*argv, "--finished-only", "--seeds", "0-2"]) == 0
+    assert "1 of 3 runs finished" in capsys.readouterr().out
+    assert len(list((out / "runs").iterdir())) == 1  # seeds 1 and 2 were not run
+    assert (out / "table.md").exists() and (out / "sweep.png").exists()
+
+
 def test_keygen_init_and_identity_checks(tmp_path, capsys) -> None:
     import os
     import stat
