@@ -35,7 +35,7 @@ image: install
 ## sharing the cores; resumable). The former default: make stability ARGS="--set aggregation.every_iteration=false
 ## --set estimator.drift_clip=0 --set estimator.max_small_steps=0 --out DIR".
 stability: install
-	$(BIN)/decbyzpg sweep --suite stability --seeds 0-19 $(ARGS)
+	$(BIN)/decbyzpg sweep --suite stability --seeds 0-19 --out docs/data/sweep-stability $(ARGS)
 
 ## Speed benchmarks (prints figures; docs/RESULTS.md tabulates them).
 bench: install
@@ -47,7 +47,7 @@ sweeps: install
 	$(BIN)/decbyzpg sweep --suite speedup --seeds 0-4 --trajectories 5000
 	$(BIN)/decbyzpg sweep --suite attacks --seeds 0-4 --trajectories 5000
 	$(BIN)/decbyzpg sweep --suite lunar --seeds 0-2 --trajectories 8000
-	$(BIN)/decbyzpg sweep --suite lunar-attacks --seeds 0-1   # the paper's LunarLander figure, K = 13: many hours
+	$(BIN)/decbyzpg sweep --suite lunar-attacks --seeds 0-1 --out docs/data/sweep-lunar-attacks   # the paper's LunarLander figure, K = 13: hours
 	$(MAKE) ablation
 	$(BIN)/decbyzpg sweep --suite bucketing --seeds 0-7 --trajectories 2000
 	$(BIN)/decbyzpg matrix --seeds 0-2 --trajectories 2000 --misbehaviour all
@@ -77,9 +77,9 @@ ablation: install
 		--title "Ablation: per-decision weights only (no baseline)"
 
 report: install
-	$(BIN)/decbyzpg report results/sweep-speedup results/sweep-attacks results/sweep-lunar results/ablation-tuned \
+	$(BIN)/decbyzpg report results/sweep-speedup results/sweep-attacks results/sweep-lunar docs/data/sweep-lunar-attacks results/ablation-tuned \
 		results/ablation-paper results/ablation-baseline results/ablation-per-decision \
-		results/sweep-bucketing --bench results/bench.json --cluster results/cluster-main --matrix results/matrix \
+		results/sweep-bucketing docs/data/sweep-stability --bench results/bench.json --cluster results/cluster-main --matrix results/matrix \
 		--network-bench results/network-bench-K13 --network-bench results/network-bench-K25 \
 		--network-bench results/network-bench-K49
 
