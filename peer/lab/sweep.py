@@ -149,17 +149,22 @@ def _by_configuration(results: Sequence[tuple[Job, dict[str, Any]]]) -> dict[tup
 
 
 def table(results: Sequence[tuple[Job, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One row per (panel, label): medians over seeds, and how many seeds reached 475."""
+    """One row per (panel, label): medians over seeds, and how many seeds reached 475.
+
+    The 475 columns are CartPole's bar; a sweep of environments with another target (a
+    LunarLander suite's is 200) has only the target's column.
+    """
+    cartpole_bar = any(s.get("target_return", 475) == 475 for _, s in results)
     rows = []
     for (panel, label), summaries in _by_configuration(results).items():
         reached = [s["trajectories_to_475"] for s in summaries if s["trajectories_to_475"] is not None]
+        row: dict[str, Any] = {"panel": panel, "configuration": label, "seeds": len(summaries)}
+        if cartpole_bar:
+            row["reached_475"] = len(reached)
+            row["median_trajectories_to_475"] = (_median(s["trajectories_to_475"] for s in summaries)
+                                                 if len(reached) * 2 > len(summaries) else None)
         rows.append({
-            "panel": panel,
-            "configuration": label,
-            "seeds": len(summaries),
-            "reached_475": len(reached),
-            "median_trajectories_to_475": _median(s["trajectories_to_475"] for s in summaries)
-            if len(reached) * 2 > len(summaries) else None,
+            **row,
             "median_final_return": _median(s["final_honest_return"] for s in summaries),
             "median_last_1000_return": _median(s["last_1000_honest_return"] for s in summaries),
             "min_last_1000_return": min((s["last_1000_honest_return"] for s in summaries

@@ -130,6 +130,20 @@ def test_stability_table_counts_reach_hold_and_names_every_miss() -> None:
     assert none_reached["median_trajectories_to_475"] is None and none_reached["stable"] == 0
 
 
+def test_the_475_columns_are_cartpoles_and_a_lunar_lander_table_has_only_its_target() -> None:
+    def run(env_target: int, to_target: int | None) -> dict:
+        return {"seed": 0, "trajectories_to_475": None, "target_return": env_target,
+                "trajectories_to_target": to_target, "final_honest_return": -20.0,
+                "last_1000_honest_return": -25.0, "wall_seconds": 1.0}
+
+    job = sweep.Job("DecByzPG (K=13, f=3)", "AvgZero", {})
+    (lunar,) = sweep.table([(job, run(200, 6100))])
+    assert "reached_475" not in lunar and "median_trajectories_to_475" not in lunar
+    assert lunar["median_trajectories_to_target"] == 6100
+    (cartpole,) = sweep.table([(job, run(475, None))])
+    assert cartpole["reached_475"] == 0 and cartpole["median_trajectories_to_475"] is None
+
+
 def test_a_suite_runs_its_essential_jobs_first_and_keeps_the_figure_order(tmp_path, monkeypatch) -> None:
     jobs, _ = sweep.suite("lunar-attacks", [0], None, {})
     assert {j.overrides["trajectories_per_agent"] for j in jobs} == {sweep.LUNAR_BUDGET}
