@@ -31,8 +31,9 @@ image: install
 	docker/build-image.sh
 
 ## Issue #14's reliability grid: 20 seeds of single-agent PAGE-PG and DecByzPG K = 13 under no
-## attack and five attacks, 3,000 trajectories (140 runs; a K = 13 run took 640-1,800 s here while
-## sharing the cores; resumable). The former default: make stability ARGS="--set aggregation.every_iteration=false
+## attack and five attacks, 3,000 trajectories (140 runs; a K = 13 run took 180-210 s here while
+## sharing the cores). Its records go to docs/data/sweep-stability, in git, and a rerun resumes
+## from them (docs/data/README.md). The former default: make stability ARGS="--set aggregation.every_iteration=false
 ## --set estimator.drift_clip=0 --set estimator.max_small_steps=0 --out DIR".
 stability: install
 	$(BIN)/decbyzpg sweep --suite stability --seeds 0-19 --out docs/data/sweep-stability $(ARGS)
