@@ -80,11 +80,11 @@ class _Environments:
 
     @property
     def single_observation_space(self) -> gym.Space:
-        return self.vector.single_observation_space if self.vector else self.singles[0].observation_space
+        return self.vector.single_observation_space if self.vector is not None else self.singles[0].observation_space
 
     @property
     def single_action_space(self) -> gym.Space:
-        return self.vector.single_action_space if self.vector else self.singles[0].action_space
+        return self.vector.single_action_space if self.vector is not None else self.singles[0].action_space
 
     def reset(self, seed: int) -> np.ndarray:
         if self.vector is not None:

@@ -105,14 +105,8 @@ def run_jobs(jobs: Sequence[Job], out: Path, workers: int) -> list[tuple[Job, di
         unique.setdefault(job.slug, job)
     for job in unique.values():  # validate everything before spending minutes on the first run
         resolve_config(job.overrides)
-    done: dict[str, dict[str, Any]] = {}
-    todo = []
-    for slug, job in unique.items():
-        summary = finished(out / "runs" / slug, job)
-        if summary is not None:
-            done[slug] = summary
-        else:
-            todo.append((slug, job))
+    done = {job.slug: summary for job, summary in finished_results(list(unique.values()), out)}
+    todo = [(slug, job) for slug, job in unique.items() if slug not in done]
     todo.sort(key=lambda item: item[1].later)  # stable: otherwise in job order
     with tqdm(total=len(unique), initial=len(done), desc="sweep", unit="run", dynamic_ncols=True) as bar:
         if workers <= 1:
