@@ -176,14 +176,25 @@ def test_an_outsider_stream_of_junk_is_rejected_message_by_message(transports) -
     assert transports[1].rejections.counts() == {"MALFORMED": 3}
 
 
-def test_a_peer_keeps_its_round_latency_while_100_half_open_calls_are_held(transports) -> None:
+@pytest.fixture()
+def patient_transports(tmp_path):
+    """`grace` 1.5 s: a round closes on all K vectors, not on K - f plus a short grace, even when the
+    exchange threads of a loaded 2-core CI machine start a few hundred milliseconds apart (CI of
+    stop 15 saw one close at 0.26 s with 3 of 4 vectors, the fourth thread not yet started)."""
+    with started_transports(make_run(tmp_path, DATA, network={**NETWORK, "grace": 1.5}), DIM) as started:
+        yield started
+
+
+def test_a_peer_keeps_its_round_latency_while_100_half_open_calls_are_held(patient_transports) -> None:
     """Finding 1 of the security review: calls that send headers and never a message held the old
     server's threads; ten of them made Status time out.  Here 100 such calls (Push and Deliver,
-    over ten connections) are held against peer 0 while the peers run rounds."""
+    over ten connections) are held against peer 0 while the peers run rounds: every round still
+    closes on every vector, well before the grace would have closed it."""
     import asyncio
 
     import grpc
 
+    transports = patient_transports
     address = transports[0].run.peer(0).address
     for t in transports:
         t.first_round = False
@@ -210,7 +221,7 @@ def test_a_peer_keeps_its_round_latency_while_100_half_open_calls_are_held(trans
         for r in range(3):
             results = exchange_all(transports, RoundKey(0, Phase.AGREEMENT, r), senders=range(5))
             for k, (received, stats) in results.items():
-                assert len(received) == 4 and not stats.timed_out and stats.seconds < 2.0, (k, stats)
+                assert len(received) == 4 and not stats.timed_out and stats.seconds < 1.5, (k, stats)
         status = query_status(address, timeout=2.0, identity=identity_of(transports[0].run, 2))
         assert status["peer_id"] == 0
     finally:
