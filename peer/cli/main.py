@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from peer.cli import cluster, conformance, daemons, report, run, sweep, vectors
+from peer.cli import cluster, conformance, daemons, process, report, run, sweep, vectors
 from peer.engine.errors import DecByzPGError, ExitCode
 
 COMMAND_GROUPS = (run, sweep, report, daemons, cluster, conformance, vectors)
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    process.pin_malloc_mmap_threshold()
     try:
         return int(args.func(args))
     except DecByzPGError as err:
