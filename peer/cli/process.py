@@ -1,7 +1,7 @@
 """Process-wide settings a `decbyzpg` process makes once, before any command runs.
 
 Kept apart from the commands because they are about the process, not about any one of them:
-a sweep's pool workers (forked) and the daemons a cluster starts (`decbyzpg peer ...`) get
+a sweep's pool workers (forked) and the daemons a cluster starts (`python -m peer.cli.main peer ...`) get
 them the same way, through `peer.cli.main.main`.
 """
 
@@ -9,9 +9,26 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from typing import Callable
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number, from <malloc.h>
 MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's own starting value, frozen there
+
+
+def glibc_mallopt() -> Callable[[int, int], int] | None:
+    """glibc's mallopt(), typed, or None where there is none (not Linux, or musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl names itself differently): its allocator does not do this
+        return None
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        return None
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return mallopt
 
 
 def pin_malloc_mmap_threshold() -> bool:
@@ -26,15 +43,5 @@ def pin_malloc_mmap_threshold() -> bool:
     iterations held at 729 MB (docs/ARCHITECTURE.md, "Memory").  A value set this way also
     turns off glibc's dynamic trim threshold, which is what we want: freed tops are returned.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl names itself differently): its allocator does not do this
-        return False
-    mallopt = getattr(libc, "mallopt", None)
-    if mallopt is None:
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    mallopt = glibc_mallopt()
+    return mallopt is not None and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
